@@ -1,0 +1,98 @@
+"""Evaluation of a frozen encoder on the held-out labelled split.
+
+Features are extracted once, under ``torch.no_grad()`` and in eval mode, into plain
+tensors; the classifiers below only ever see those tensors, so no evaluation can update
+the encoder (the "probe that silently fine-tunes the backbone" trap).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512
+) -> Tensor:
+    """Features of uint8 images (no augmentation) as a float32 CPU-free tensor on ``device``."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        chunks = [
+            encoder(images[i : i + batch_size].to(device).float().div_(255.0)).float()
+            for i in range(0, len(images), batch_size)
+        ]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> float:
+    """Weighted kNN (Wu et al. 2018, as in MoCo's monitor): each of the k nearest training
+    features by cosine similarity votes for its label with weight exp(sim / T)."""
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"knn needs k >= 1 and temperature > 0, got k={k}, T={temperature}")
+    bank = F.normalize(train_features, dim=1)
+    bank_labels = train_labels.to(bank.device)
+    k = min(k, bank.shape[0])
+    correct = 0
+    for start in range(0, test_features.shape[0], chunk_size):
+        queries = F.normalize(test_features[start : start + chunk_size], dim=1)
+        sims, idx = (queries @ bank.T).topk(k, dim=1)
+        weights = (sims / temperature).exp()
+        votes = torch.zeros(queries.shape[0], num_classes, device=bank.device)
+        votes.scatter_add_(1, bank_labels[idx], weights)
+        predicted = votes.argmax(dim=1)
+        correct += (predicted == test_labels[start : start + chunk_size].to(bank.device)).sum()
+    return float(correct) / test_features.shape[0]
+
+
+def linear_probe_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    l2: float = 1e-4,
+    max_iter: int = 200,
+) -> float:
+    """Multinomial logistic regression on standardised frozen features.
+
+    The problem is convex, so full-batch L-BFGS reaches the optimum in a few hundred
+    iterations without a learning rate to tune; the small L2 penalty keeps the solution
+    unique when classes are separable.
+    """
+    device = train_features.device
+    train_features, test_features = train_features.detach(), test_features.detach()
+    mean = train_features.mean(dim=0, keepdim=True)
+    std = train_features.std(dim=0, keepdim=True).clamp(min=1e-6)
+    x_train = (train_features - mean) / std
+    x_test = (test_features - mean) / std
+    y_train = train_labels.to(device)
+    probe = nn.Linear(x_train.shape[1], num_classes).to(device)
+    optimizer = torch.optim.LBFGS(
+        probe.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(probe(x_train), y_train) + l2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        predicted = probe(x_test).argmax(dim=1)
+    return float((predicted == test_labels.to(device)).float().mean())

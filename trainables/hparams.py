@@ -1,0 +1,101 @@
+"""Declarations of hyperparameters: their type, default and the domain they may take.
+
+This module is plain Python (no torch) so that config validation and the search-space
+checks can reason about a method's hyperparameters without building a network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+Kind = Literal["float", "int", "bool", "choice"]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """One hyperparameter: default value and the domain that makes sense for it.
+
+    ``low``/``high`` bound numeric values; ``low_open``/``high_open`` exclude the bound
+    itself (a temperature must be strictly positive, a momentum strictly below 1).
+    """
+
+    kind: Kind
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: Sequence[Any] = field(default_factory=tuple)
+
+    def domain(self) -> str:
+        """Human-readable domain, used verbatim in error messages."""
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"a {self.kind} in {left}{low}, {high}{right}"
+
+    def check(self, name: str, value: Any) -> Any:
+        """Return ``value`` coerced to the declared kind, or raise ValueError naming ``name``."""
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+            return value
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+        if self.kind == "int" and float(value) != int(value):
+            raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+        if not self.contains(float(value)):
+            raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+        return int(value) if self.kind == "int" else float(value)
+
+    def contains(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (
+            self.high is not None and (value > self.high or (self.high_open and value == self.high))
+        )
+
+
+#: Hyperparameters of the generic training loop, shared by every method.
+TRAINING_HPARAMS: Mapping[str, HParam] = MappingProxyType({
+    "lr": HParam(
+        "float", 1e-3, "peak learning rate of the cosine schedule", low=0.0, low_open=True
+    ),
+    "weight_decay": HParam("float", 1e-5, "decoupled weight decay", low=0.0),
+    "batch_size": HParam("int", 256, "images per optimisation step (before views)", low=2),
+    "aug_strength": HParam(
+        "float", 0.5, "SimCLR-style augmentation strength s (jitter 0.8s, crop scale)", 0.0, 1.0
+    ),
+})
+
+
+def resolve(
+    declared: Mapping[str, HParam], given: Mapping[str, Any], *, owner: str
+) -> dict[str, Any]:
+    """Merge ``given`` values over the declared defaults, checking names and domains."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"{unknown[0]}: unknown hyperparameter for {owner}; "
+            f"allowed: {', '.join(sorted(declared))}"
+        )
+    return {
+        name: hp.check(name, given[name]) if name in given else hp.default
+        for name, hp in declared.items()
+    }

@@ -1,0 +1,212 @@
+"""The one generic pretraining loop: it knows no method, no Ray and no MLflow.
+
+Per step it draws a batch of indices, makes the method's views with the batched
+augmentation on the training device, asks the method for a loss and takes an optimiser
+step. Per evaluation it scores the frozen encoder with kNN (and the linear probe when
+asked) and hands the results, with a way to build a checkpoint, to a ``Reporter``.
+
+The loop keeps no global state. Each rank draws the same permutation from the seed and
+takes its own slice of every global batch, so the same code can run data-parallel on
+several workers; only rank 0's reports should be logged or checkpointed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from trainables.augment import AugmentationPolicy, augment
+from trainables.data import ImageDataset
+from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+from trainables.methods.base import SSLMethod
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot recover and must fail."""
+
+
+@dataclass(frozen=True)
+class TrainingHParams:
+    lr: float
+    weight_decay: float
+    batch_size: int
+    aug_strength: float
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    eval_every: int = 1
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: int = 0
+    device: str = "cpu"
+    seed: int = 0
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    linear_probe: Literal["final", "every", "never"] = "final"
+    rank: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class EpochResult:
+    """What the loop hands to its reporter after every epoch."""
+
+    epoch: int
+    metrics: dict[str, float]
+    evaluated: bool
+    final: bool
+    #: Builds the full training state for a checkpoint; only called when one is saved.
+    state: Callable[[], dict[str, Any]] = field(repr=False)
+
+
+class Reporter(Protocol):
+    def __call__(self, result: EpochResult) -> None: ...
+
+
+def _optimizer(
+    method: SSLMethod, hparams: TrainingHParams, settings: LoopSettings
+) -> torch.optim.Optimizer:
+    params = [p for p in method.parameters() if p.requires_grad]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay
+        )
+    return torch.optim.AdamW(params, lr=hparams.lr, weight_decay=hparams.weight_decay)
+
+
+def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to zero at the end of the full budget."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def evaluate(
+    method: SSLMethod, dataset: ImageDataset, settings: LoopSettings, with_linear: bool
+) -> dict[str, float]:
+    device = torch.device(settings.device)
+    train_features = extract_features(method.encoder, dataset.train_images, device)
+    test_features = extract_features(method.encoder, dataset.test_images, device)
+    metrics = {
+        "knn_acc": knn_accuracy(
+            train_features,
+            dataset.train_labels,
+            test_features,
+            dataset.test_labels,
+            dataset.num_classes,
+            k=settings.knn_k,
+            temperature=settings.knn_temperature,
+        )
+    }
+    if with_linear:
+        metrics["linear_acc"] = linear_probe_accuracy(
+            train_features,
+            dataset.train_labels,
+            test_features,
+            dataset.test_labels,
+            dataset.num_classes,
+        )
+    return metrics
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, settings: LoopSettings):
+    """Index slices of one epoch: a full-batch-only pass over a seeded permutation, each
+    rank taking its contiguous share of every global batch."""
+    order = torch.randperm(n, generator=generator)
+    per_rank = batch_size // settings.world_size
+    for start in range(0, n - batch_size + 1, batch_size):
+        offset = start + settings.rank * per_rank
+        yield order[offset : offset + per_rank]
+
+
+def train(
+    method: SSLMethod,
+    dataset: ImageDataset,
+    hparams: TrainingHParams,
+    settings: LoopSettings,
+    report: Reporter,
+    resume_state: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Pretrain ``method`` for ``settings.epochs`` epochs and return the last metrics."""
+    if hparams.batch_size > len(dataset):
+        raise ValueError(
+            f"batch_size {hparams.batch_size} exceeds the {len(dataset)} pretraining images"
+        )
+    device = torch.device(settings.device)
+    method.to(device)
+    policy = AugmentationPolicy.from_strength(hparams.aug_strength)
+    optimizer = _optimizer(method, hparams, settings)
+    steps_per_epoch = len(dataset) // hparams.batch_size
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        _schedule(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch),
+    )
+    view_generator = torch.Generator(device=device).manual_seed(settings.seed + settings.rank)
+    start_epoch = 1
+    if resume_state is not None:
+        method.load_state_dict(resume_state["method"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        view_generator.set_state(resume_state["view_generator"])
+        start_epoch = int(resume_state["epoch"]) + 1
+
+    def state(epoch: int) -> Callable[[], dict[str, Any]]:
+        return lambda: {
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "view_generator": view_generator.get_state(),
+            "epoch": epoch,
+        }
+
+    images = dataset.pretrain_images
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, settings.epochs + 1):
+        method.train()
+        order_generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        loss_sum = torch.zeros((), device=device)
+        steps = seen = 0
+        started = time.perf_counter()
+        for idx in _batches(len(images), hparams.batch_size, order_generator, settings):
+            batch = images[idx].to(device, non_blocking=True)
+            views = [augment(batch, policy, view_generator) for _ in range(method.num_views)]
+            loss: Tensor = method(views)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            steps += 1
+            seen += batch.shape[0]
+        elapsed = time.perf_counter() - started
+        metrics = {
+            "epoch": float(epoch),
+            "loss": float(loss_sum) / max(steps, 1),
+            "images_per_sec": seen * settings.world_size / max(elapsed, 1e-9),
+            "lr": scheduler.get_last_lr()[0],
+        }
+        final = epoch == settings.epochs
+        evaluated = final or epoch % settings.eval_every == 0
+        if evaluated:
+            with_linear = settings.linear_probe == "every" or (
+                settings.linear_probe == "final" and final
+            )
+            metrics.update(evaluate(method, dataset, settings, with_linear))
+        report(EpochResult(epoch, metrics, evaluated, final, state(epoch)))
+    return metrics

@@ -1,0 +1,20 @@
+"""The method catalogue: one file per method, registered here by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from trainables.methods.base import SSLMethod
+from trainables.methods.moco import MoCo
+from trainables.methods.simclr import SimCLR
+
+METHODS: Mapping[str, type[SSLMethod]] = MappingProxyType(
+    {cls.name: cls for cls in (SimCLR, MoCo)}
+)
+
+
+def method_class(name: str) -> type[SSLMethod]:
+    if name not in METHODS:
+        raise ValueError(f"method: unknown {name!r}; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

@@ -1,0 +1,45 @@
+"""SimCLR: two augmented views, a projection MLP and the NT-Xent loss.
+
+Source: ../shared/seeds/001_a60f3e13f8331ac6.txt (Algorithm 1): draw two augmentations
+t, t' per image, h = f(t(x)), z = g(h), minimise NT-Xent over the 2N projections of the
+batch with temperature tau, and keep f for downstream use. The batch-size behaviour
+compared in ../shared/seeds/003_c80d734d47a8bbd6.txt (large batches help SimCLR) is what
+the default search space probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trainables.heads import projection_mlp
+from trainables.hparams import HParam
+from trainables.losses import nt_xent
+from trainables.methods.base import SSLMethod
+
+
+class SimCLR(SSLMethod):
+    name = "simclr"
+    source = "001_a60f3e13f8331ac6.txt (Algorithm 1, NT-Xent)"
+    hyperparameters = MappingProxyType({
+        "temperature": HParam("float", 0.2, "NT-Xent temperature tau", low=0.0, low_open=True),
+        "proj_hidden_dim": HParam("int", 512, "hidden width of the projection MLP", low=1),
+        "proj_dim": HParam("int", 128, "output width of the projection MLP", low=1),
+    })
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, hparams: Mapping[str, Any]) -> None:
+        super().__init__(encoder, feature_dim, hparams)
+        self.projector = projection_mlp(
+            feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
+        )
+
+    def forward(self, views: Sequence[Tensor]) -> Tensor:
+        # Both views go through the encoder as one batch: BatchNorm then normalises
+        # positives and negatives with the same statistics and cannot tell them apart.
+        z = self.projector(self.encoder(torch.cat(list(views))))
+        z1, z2 = z.chunk(2)
+        return nt_xent(z1, z2, self.hparams["temperature"])
