@@ -1,0 +1,159 @@
+"""The ``sslstudy`` command line: ``search``, ``train`` and ``analyze``.
+
+Every input problem (flags, config, data, paths) is reported as one line on stderr with
+exit status 2, and is detected before anything is written: no MLflow run, no results
+directory, no Optuna database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+logger = logging.getLogger("sslstudy")
+
+
+class UsageError(ValueError):
+    """Bad command-line usage; reported like a config error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot parse the value in {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sslstudy", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = commands.add_parser("search", help="run a hyperparameter study")
+    search.add_argument("config", type=Path)
+    search.add_argument("--num-samples", type=_positive_int, help="trials per method")
+    search.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///mlflow.db)")
+    search.add_argument("--experiment", help="MLflow experiment (default: the study name)")
+    search.add_argument("--storage-path", help="directory for Ray results and the Optuna db")
+    search.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
+    search.add_argument("--max-concurrent", type=_positive_int, help="trials at once")
+    search.add_argument("--name", help="study name (default: from the config)")
+    search.set_defaults(handler=_cmd_search)
+
+    train = commands.add_parser("train", help="run one configuration without a search")
+    train.add_argument("config", type=Path)
+    train.add_argument("--method", help="which of the config's methods (needed if several)")
+    train.add_argument(
+        "--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+        help="fix a hyperparameter for this run (repeatable)",
+    )
+    train.add_argument("--tracking-uri")
+    train.add_argument("--experiment")
+    train.set_defaults(handler=_cmd_train)
+
+    analyze = commands.add_parser("analyze", help="write the sensitivity report of a study")
+    analyze.add_argument("--experiment", required=True)
+    analyze.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    analyze.add_argument("--metric", default="knn_acc")
+    analyze.add_argument("--mode", choices=("max", "min"), default="max")
+    analyze.add_argument(
+        "--budget", default="common",
+        help="epochs at which trials are compared: common (reached by every trial, the "
+        "default), full, or a number",
+    )
+    analyze.add_argument("--out", type=Path, required=True)
+    analyze.set_defaults(handler=_cmd_analyze)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "search.num_samples": getattr(args, "num_samples", None),
+        "search.max_concurrent": getattr(args, "max_concurrent", None),
+        "tracking.tracking_uri": args.tracking_uri,
+        "tracking.experiment": args.experiment,
+        "storage_path": getattr(args, "storage_path", None),
+        "name": getattr(args, "name", None),
+    }
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from study.runner import run_search
+
+    return run_search(args.config, _overrides(args), address=args.address)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from study.runner import run_train
+
+    return run_train(args.config, _overrides(args), method=args.method, params=dict(args.param))
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from analysis.report import run_analysis
+
+    return run_analysis(
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        metric=args.metric,
+        mode=args.mode,
+        budget=args.budget,
+        out=args.out,
+    )
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("alembic", "mlflow", "ray", "optuna", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow draws a progress bar for every artifact it downloads, even a 1 kB one.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from analysis.errors import AnalysisInputError
+    from study.config import ConfigError
+
+    try:
+        args = build_parser().parse_args(argv)
+        _configure_logging(args.quiet)
+        return args.handler(args)
+    except (UsageError, ConfigError, AnalysisInputError) as exc:
+        print(f"sslstudy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sslstudy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

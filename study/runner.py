@@ -1,0 +1,222 @@
+"""The ``search`` and ``train`` commands: validate everything, then run.
+
+Validation covers the config, every search space, the dataset (it is loaded here, once,
+and shipped to all trials through Ray's object store) and the output locations. Only
+when all of it passes is anything created.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from search_spaces import SearchSpace
+from study.config import ConfigError, StudyConfig, config_as_dict, load_config
+from study.tracking import TrackingTarget, resolve_tracking_uri, start_study_run
+from trainables.data import DatasetError, DataSpec, ImageDataset, load_dataset
+from trainables.hparams import resolve
+from trainables.trainable import declared_hparams
+
+logger = logging.getLogger("sslstudy")
+
+
+def load_study_dataset(config: StudyConfig) -> ImageDataset:
+    data = config.data
+    spec = DataSpec(
+        name=data.dataset,
+        data_dir=data.data_dir,
+        download=data.download,
+        image_size=data.image_size,
+        num_train=data.num_train,
+        num_test=data.num_test,
+        seed=config.seed,
+    )
+    try:
+        return load_dataset(spec)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _batch_sizes(space: SearchSpace, default: int) -> list[int]:
+    spec = space.params.get("batch_size")
+    if spec is None:
+        return [int(space.fixed.get("batch_size", default))]
+    if spec.type == "categorical":
+        return [int(c) for c in spec.choices]
+    return [int(spec.high)]
+
+
+def check_batch_size(field: str, sizes: list[int], dataset: ImageDataset) -> None:
+    too_big = [b for b in sizes if b > len(dataset)]
+    if too_big:
+        raise ConfigError(
+            f"{field}: {max(too_big)} exceeds the {len(dataset)} pretraining images "
+            f"of {dataset.name!r}"
+        )
+
+
+def _check_tracking_uri(uri: str) -> str:
+    resolved = resolve_tracking_uri(uri)
+    if resolved.startswith("sqlite:///"):
+        parent = Path(resolved.removeprefix("sqlite:///")).parent
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"tracking.tracking_uri: {str(parent)!r} is not a directory")
+    elif not resolved.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
+        raise ConfigError(
+            f"tracking.tracking_uri: unsupported {uri!r}; use sqlite:///FILE.db locally or "
+            "http(s)://HOST:PORT for a tracking server (the file store is deprecated)"
+        )
+    return resolved
+
+
+def _prepare_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Connect to ``address`` or start a local Ray; reuse one already started (tests)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_search(config_path: Path, overrides: Mapping[str, Any], address: str | None) -> int:
+    from study.search import default_max_concurrent, run_method, study_root
+
+    config = load_config(config_path, overrides)
+    spaces = config.spaces()
+    for method, space in spaces.items():
+        if not space.params:
+            raise ConfigError(
+                f"methods.{method}.space: every parameter is fixed, nothing to search; "
+                "use `sslstudy train` for a single configuration"
+            )
+    tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
+    root = study_root(config)
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(
+            f"storage_path: {str(root)!r} already holds a study named {config.name!r}; "
+            "choose another --name or remove that directory"
+        )
+    dataset = load_study_dataset(config)
+    for method, space in spaces.items():
+        default = declared_hparams(method)["batch_size"].default
+        check_batch_size(
+            f"methods.{method}.space.batch_size", _batch_sizes(space, default), dataset
+        )
+
+    import ray
+
+    with ray_session(address):
+        max_concurrent = config.search.max_concurrent or default_max_concurrent(
+            config, ray.cluster_resources()
+        )
+        _prepare_sqlite_dir(tracking_uri)
+        target = start_study_run(
+            tracking_uri,
+            config.experiment,
+            config.name,
+            config_as_dict(config),
+            {m: s.to_dict() for m, s in spaces.items()},
+        )
+        root.mkdir(parents=True, exist_ok=True)
+        outcomes = [
+            run_method(config, method, space, dataset, target, max_concurrent)
+            for method, space in spaces.items()
+        ]
+    return _finish_search(config, target, tracking_uri, outcomes, root)
+
+
+def _finish_search(
+    config: StudyConfig, target: TrackingTarget, tracking_uri: str, outcomes: list, root: Path
+) -> int:
+    from study.tracking import end_study_run
+
+    succeeded = sum(o.completed + o.stopped_early for o in outcomes)
+    summary = {"methods": [o.as_dict() for o in outcomes]}
+    end_study_run(target, summary, failed=succeeded == 0)
+    for outcome in outcomes:
+        if outcome.best_value is not None:
+            best = ", ".join(f"{k}={v}" for k, v in outcome.best_params.items())
+            logger.info("best %s (%s=%.4f): %s", outcome.method, config.search.metric,
+                        outcome.best_value, best)
+    logger.info("Ray results and the Optuna study (optuna.db): %s", root)
+    logger.info("open the runs:   mlflow ui --backend-store-uri %s", tracking_uri)
+    logger.info(
+        "write the report: sslstudy analyze --experiment %s --tracking-uri %s --out REPORT_DIR",
+        config.experiment,
+        tracking_uri,
+    )
+    if succeeded == 0:
+        logger.error("every trial failed; see the failure reasons above and in MLflow")
+        return 1
+    return 0
+
+
+def _pick_method(config: StudyConfig, method: str | None) -> str:
+    if method is None:
+        if len(config.methods) > 1:
+            raise ConfigError(
+                f"--method: the config has several methods; choose one of "
+                f"{', '.join(config.methods)}"
+            )
+        return next(iter(config.methods))
+    if method not in config.methods:
+        raise ConfigError(f"--method: {method!r} is not in the config; allowed: "
+                          f"{', '.join(config.methods)}")
+    return method
+
+
+def run_train(
+    config_path: Path, overrides: Mapping[str, Any], method: str | None, params: Mapping[str, Any]
+) -> int:
+    from mlflow.tracking import MlflowClient
+    from tqdm import tqdm
+
+    from study.search import trial_settings
+    from trainables.trainable import local_run
+
+    config = load_config(config_path, overrides)
+    method = _pick_method(config, method)
+    space = config.spaces()[method]
+    declared = declared_hparams(method)
+    try:
+        hparams = resolve(declared, {**space.defaults(declared), **params}, owner=method)
+    except ValueError as exc:
+        raise ConfigError(f"--param {exc}") from None
+    tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
+    dataset = load_study_dataset(config)
+    check_batch_size("batch_size", [hparams["batch_size"]], dataset)
+
+    _prepare_sqlite_dir(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(config.experiment)
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment(config.experiment)
+    )
+    settings = trial_settings(config, method, space, TrackingTarget(tracking_uri, experiment_id))
+    logger.info("training %s on %s: %s", method, dataset.name,
+                ", ".join(f"{k}={v}" for k, v in hparams.items()))
+    with tqdm(total=config.train.epochs, unit="epoch", desc=method) as bar:
+
+        def on_epoch(result: Any) -> None:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in result.metrics.items() if k != "epoch"})
+            bar.update(1)
+
+        run_id, metrics = local_run(settings, dataset, hparams, on_epoch)
+    logger.info("finished run %s: %s", run_id,
+                ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    logger.info("open it: mlflow ui --backend-store-uri %s", tracking_uri)
+    return 0

@@ -1,0 +1,268 @@
+"""Run a study: for each method, a Ray Tune Tuner driven by Optuna's TPE through
+``OptunaSearch`` and early-stopped by ASHA, every trial recorded in MLflow.
+
+Optuna pruners do not act through ``OptunaSearch``; early stopping is therefore the
+scheduler's job. All trials of a study share one seed (common random numbers): they
+start from the same initialisation and see the same data order, so differences between
+trials come from the hyperparameters, which is what a sensitivity analysis needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import SearchSpace
+from study.config import StudyConfig
+from study.tracking import (
+    TrackingTarget,
+    close_trial_run,
+)
+from trainables.data import ImageDataset
+from trainables.loop import LoopSettings
+from trainables.trainable import TrialSettings, tune_trial
+
+logger = logging.getLogger(__name__)
+OPTUNA_DB = "optuna.db"
+
+
+def study_root(config: StudyConfig) -> Path:
+    """``<storage_path>/<study name>``: Ray results per method and the Optuna database."""
+    return (Path(config.storage_path).expanduser() / config.name).resolve()
+
+
+def optuna_storage_url(config: StudyConfig) -> str:
+    return f"sqlite:///{study_root(config) / OPTUNA_DB}"
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class TrialProgress(tune.Callback):
+    """One log line per reported result: method, trial, budget, key hyperparameters and
+    the latest metric, so a user sees a study converge (or not) while it runs."""
+
+    def __init__(self, method: str, space: SearchSpace, metric: str, max_epochs: int) -> None:
+        self.method, self.space, self.metric, self.max_epochs = method, space, metric, max_epochs
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        params = self.space.decode(trial.config)
+        shown = " ".join(f"{k}={_format_value(params[k])}" for k in self.space.params)
+        logger.info(
+            "%s %s epoch %d/%d  %s  loss=%.4f %s=%.4f",
+            self.method,
+            trial.trial_id,
+            int(result.get("epoch", 0)),
+            self.max_epochs,
+            shown,
+            result.get("loss", math.nan),
+            self.metric,
+            result.get(self.metric, math.nan),
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        logger.warning("%s %s failed: %s", self.method, trial.trial_id, _error_text(trial))
+
+
+def _error_text(trial: Any) -> str:
+    error = trial.get_error()
+    text = str(error) if error is not None else "unknown error"
+    # Ray wraps the trial's exception; its last line carries the original message.
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+class CloseTrialRuns(tune.Callback):
+    """Give every trial's MLflow run its final status, including trials that ASHA stopped
+    (their function never returns) and trials whose worker died."""
+
+    def __init__(self, target: TrackingTarget, max_epochs: int) -> None:
+        self.target, self.max_epochs = target, max_epochs
+
+    def _budget(self, trial: Any) -> int | None:
+        epoch = (trial.last_result or {}).get("epoch")
+        return None if epoch is None else int(epoch)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        close_trial_run(self.target, trial.trial_id, self._budget(trial), self.max_epochs, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        close_trial_run(
+            self.target, trial.trial_id, self._budget(trial), self.max_epochs, _error_text(trial)
+        )
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    method: str
+    trials: int
+    completed: int
+    stopped_early: int
+    failed: int
+    best_value: float | None
+    best_params: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "trials": self.trials,
+            "completed": self.completed,
+            "stopped_early": self.stopped_early,
+            "failed": self.failed,
+            "best_value": self.best_value,
+            "best_params": dict(self.best_params),
+        }
+
+
+def _sampler(config: StudyConfig) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():
+        # multivariate TPE is flagged experimental but is the right model for coupled
+        # hyperparameters such as temperature and batch size.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            multivariate=True, seed=config.seed, n_startup_trials=config.search.n_startup_trials
+        )
+
+
+def _loop_settings(config: StudyConfig) -> LoopSettings:
+    train = config.train
+    return LoopSettings(
+        epochs=train.epochs,
+        eval_every=train.eval_every,
+        optimizer=train.optimizer,
+        warmup_epochs=train.warmup_epochs,
+        device=train.device,
+        seed=config.seed,
+        knn_k=train.knn_k,
+        knn_temperature=train.knn_temperature,
+        linear_probe=train.linear_probe,
+    )
+
+
+def trial_settings(
+    config: StudyConfig, method: str, space: SearchSpace, target: TrackingTarget
+) -> TrialSettings:
+    return TrialSettings(
+        study=config.name,
+        method=method,
+        backbone=config.train.backbone,
+        loop=_loop_settings(config),
+        space=space,
+        tracking=target,
+        threads=max(1, int(config.resources.cpus_per_trial)),
+    )
+
+
+def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) -> int:
+    """As many trials as the cluster can hold at once: when a trial needs GPUs, GPUs are the
+    limit, so that trials never sit holding CPUs while they wait for a GPU."""
+    resources = config.resources
+    fits = math.floor(cluster.get("CPU", 1) / resources.cpus_per_trial)
+    if resources.gpus_per_trial > 0:
+        fits = min(fits, math.floor(cluster.get("GPU", 0) / resources.gpus_per_trial))
+    return max(1, fits)
+
+
+def _summarise(
+    method: str, space: SearchSpace, results: tune.ResultGrid, config: StudyConfig
+) -> MethodOutcome:
+    completed = stopped = failed = 0
+    for result in results:
+        if result.error is not None:
+            failed += 1
+        elif int((result.metrics or {}).get("epoch", 0)) >= config.train.epochs:
+            completed += 1
+        else:
+            stopped += 1
+    best_value, best_params = None, {}
+    if failed < len(results):
+        best = results.get_best_result(config.search.metric, config.search.mode, scope="last")
+        if best.metrics and config.search.metric in best.metrics:
+            best_value = float(best.metrics[config.search.metric])
+            best_params = space.decode(best.config)
+    return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
+
+
+def run_method(
+    config: StudyConfig,
+    method: str,
+    space: SearchSpace,
+    dataset: ImageDataset,
+    target: TrackingTarget,
+    max_concurrent: int,
+) -> MethodOutcome:
+    search = config.search
+    # Keeping only the last checkpoints forces an experiment snapshot whenever one is
+    # deleted; Ray warns about that on every small trial, which is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    searcher = OptunaSearch(
+        space=space.to_optuna(),
+        metric=search.metric,
+        mode=search.mode,
+        sampler=_sampler(config),
+        study_name=f"{config.name}-{method}",
+        storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=config.train.epochs,
+        grace_period=search.grace_period,
+        reduction_factor=search.reduction_factor,
+    )
+    settings = trial_settings(config, method, space, target)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, settings=settings, dataset=dataset),
+        {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric=search.metric,
+            mode=search.mode,
+            num_samples=search.num_samples,
+            max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=method,
+            storage_path=str(study_root(config)),
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[
+                TrialProgress(method, space, search.metric, config.train.epochs),
+                CloseTrialRuns(target, config.train.epochs),
+            ],
+            verbose=0,
+        ),
+    )
+    logger.info(
+        "%s: %d trials, at most %d at a time, searching %s",
+        method,
+        search.num_samples,
+        max_concurrent,
+        ", ".join(space.params),
+    )
+    outcome = _summarise(method, space, tuner.fit(), config)
+    logger.info(
+        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
+        method,
+        outcome.completed,
+        outcome.stopped_early,
+        outcome.failed,
+        search.metric,
+        "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
+    )
+    return outcome

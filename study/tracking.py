@@ -1,0 +1,168 @@
+"""MLflow wiring: one parent run per study, one child run per trial.
+
+Everything goes through an explicit ``MlflowClient`` rather than ``mlflow.start_run``'s
+process-global active run, so several trials in one process, or a trial and the driver,
+cannot write into each other's runs. A trial's run id travels with its checkpoints so
+that a resumed trial continues its run instead of forking a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+#: Child-run statuses written to the ``status`` tag.
+COMPLETED, STOPPED_EARLY, FAILED, RUNNING = "completed", "stopped_early", "failed", "running"
+STUDY_ROLE_TAG = "sslstudy.role"
+
+
+def resolve_tracking_uri(uri: str, cwd: Path | None = None) -> str:
+    """Make a relative ``sqlite:///file.db`` absolute: Ray workers run in other
+    directories and would otherwise each create their own empty database."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        path = (cwd or Path.cwd()) / uri[len(prefix) :]
+        return prefix + str(path.resolve())
+    return uri
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where trial runs go; plain data so that it can be shipped to Ray workers."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str | None = None
+
+
+def _chunks(items: list, size: int = 900):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class TrialRun:
+    """The MLflow run of one trial (or of one ``sslstudy train`` invocation)."""
+
+    def __init__(
+        self,
+        target: TrackingTarget,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        run_id: str | None = None,
+    ) -> None:
+        self.client = MlflowClient(target.tracking_uri)
+        if run_id is not None:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        all_tags = dict(tags)
+        if target.parent_run_id:
+            all_tags["mlflow.parentRunId"] = target.parent_run_id
+        all_tags["status"] = RUNNING
+        run = self.client.create_run(target.experiment_id, run_name=run_name, tags=all_tags)
+        self.run_id = run.info.run_id
+        param_list = [Param(k, str(v)) for k, v in params.items()]
+        for chunk in _chunks(param_list, 100):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch, tags=[RunTag("budget", str(step))])
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        tags = [RunTag("status", status)]
+        if reason:
+            tags.append(RunTag("failure_reason", reason[:5000]))
+        self.client.log_batch(self.run_id, tags=tags)
+        self.client.set_terminated(self.run_id, "FAILED" if status == FAILED else "FINISHED")
+
+
+def start_study_run(
+    tracking_uri: str,
+    experiment: str,
+    study_name: str,
+    resolved_config: Mapping[str, Any],
+    search_spaces: Mapping[str, Mapping[str, Any]],
+) -> TrackingTarget:
+    """Create (or reuse) the experiment and open the study's parent run, with the resolved
+    config and the search spaces as artifacts; the analysis reads the spaces back to know
+    each parameter's scale."""
+    client = MlflowClient(tracking_uri)
+    existing = client.get_experiment_by_name(experiment)
+    if existing is None:
+        experiment_id = client.create_experiment(experiment)
+    else:
+        experiment_id = existing.experiment_id
+    run = client.create_run(
+        experiment_id, run_name=study_name, tags={STUDY_ROLE_TAG: "study", "study": study_name}
+    )
+    run_id = run.info.run_id
+    client.log_dict(run_id, dict(resolved_config), "resolved_config.yaml")
+    client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str), "search_spaces.json")
+    return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def end_study_run(target: TrackingTarget, summary: Mapping[str, Any], failed: bool) -> None:
+    client = MlflowClient(target.tracking_uri)
+    assert target.parent_run_id is not None
+    client.log_dict(target.parent_run_id, dict(summary), "summary.json")
+    client.set_terminated(target.parent_run_id, "FAILED" if failed else "FINISHED")
+
+
+def find_trial_run(target: TrackingTarget, trial_id: str) -> str | None:
+    """The child run of ``trial_id`` under this study's parent run, if one was created."""
+    client = MlflowClient(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=(
+            f"tags.trial_id = '{trial_id}' and tags.`mlflow.parentRunId` = '{target.parent_run_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def close_trial_run(
+    target: TrackingTarget, trial_id: str, budget: int | None, max_budget: int, error: str | None
+) -> None:
+    """Give a trial's run its final status once Tune is done with the trial.
+
+    A trial that Tune stopped early (ASHA) never returns from its function, so the driver
+    closes its run here; a trial that finished or failed on its own has closed its run
+    already, and this only confirms the status.
+    """
+    run_id = find_trial_run(target, trial_id)
+    if run_id is None:
+        logger.warning("trial %s ended before its MLflow run was created", trial_id)
+        return
+    client = MlflowClient(target.tracking_uri)
+    run = client.get_run(run_id)
+    if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get("status") != RUNNING:
+        return
+    if error is not None:
+        status = FAILED
+    elif budget is not None and budget >= max_budget:
+        status = COMPLETED
+    else:
+        status = STOPPED_EARLY
+    tags = [RunTag("status", status)]
+    if error:
+        tags.append(RunTag("failure_reason", error[:5000]))
+    client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, "FAILED" if status == FAILED else "FINISHED")
