@@ -1,0 +1,136 @@
+"""The analysis works on any MLflow experiment with params and a metric, and never
+imports torch."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from analysis.sensitivity import choose_budget, param_scale, response, values_at_budget
+from study.cli import main
+
+
+@pytest.fixture
+def foreign_experiment(tmp_path: Path) -> str:
+    """Runs logged by some other tool: no platform tags, params as strings, a word-valued
+    optimiser and a learning rate whose effect is strong."""
+    uri = f"sqlite:///{tmp_path / 'other.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("other-tool")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        lr = float(10 ** rng.uniform(-4, -1))
+        optimiser = ["adam", "sgd"][i % 2]
+        run = client.create_run(exp, run_name=f"run-{i}")
+        score = 0.9 - 0.1 * abs(math.log10(lr) + 2.5) + (0.02 if optimiser == "adam" else 0)
+        client.log_batch(
+            run.info.run_id,
+            params=[Param("lr", str(lr)), Param("optimiser", optimiser),
+                    Param("dropout", str(0.1 * (i % 4)))],
+            metrics=[Metric("val_acc", score * s / 5, 0, s) for s in range(1, 6)],
+        )
+        client.set_terminated(run.info.run_id)
+    return uri
+
+
+def test_analysis_of_a_foreign_experiment(foreign_experiment: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
+                 "--metric", "val_acc", "--out", str(out)]) == 0
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 12 and set(runs["method"]) == {"all"}
+    assert runs["budget"].tolist() == [5.0] * 12
+    importance = pd.read_csv(out / "importance.csv")
+    assert set(importance["param"]) == {"lr", "optimiser", "dropout"}
+    assert set(importance["evaluator"]) == {"FanovaImportanceEvaluator"}
+    assert importance.set_index("param")["importance"].idxmax() == "lr"
+    sensitivity = pd.read_csv(out / "sensitivity.csv")
+    assert set(sensitivity.loc[sensitivity["param"] == "optimiser", "value"]) == {"adam", "sgd"}
+    assert (out / "plots" / "all_lr.png").is_file()
+    assert (out / "report.html").read_text().count("<img") >= 4
+
+
+def test_unknown_metric_and_experiment_are_input_errors(foreign_experiment: str, tmp_path,
+                                                        capsys) -> None:
+    out = tmp_path / "r"
+    assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
+                 "--metric", "knn_acc", "--out", str(out)]) == 2
+    assert "--metric: no run logged 'knn_acc'; logged: val_acc" in capsys.readouterr().err
+    assert main(["analyze", "--experiment", "nope", "--tracking-uri", foreign_experiment,
+                 "--out", str(out)]) == 2
+    assert "no experiment named 'nope'; found:" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_html_escapes_run_names_and_params(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("xss")
+    for i in range(3):
+        run = client.create_run(exp, run_name=f"<script>alert({i})</script>")
+        client.log_batch(run.info.run_id, params=[Param("p", f"<b>{i}</b>")],
+                         metrics=[Metric("m", float(i), 0, 1)],
+                         tags=[RunTag("method", "<i>m</i>")])
+    out = tmp_path / "r"
+    assert main(["analyze", "--experiment", "xss", "--tracking-uri", uri, "--metric", "m",
+                 "--out", str(out)]) == 0
+    report = (out / "report.html").read_text()
+    assert "<script>alert" not in report and "&lt;script&gt;alert" in report
+    assert "<b>1</b>" not in report and "<i>m</i>" not in report
+
+
+def test_budget_choice_and_values_at_budget() -> None:
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "budget": [8.0, 2.0, 4.0],
+                         "max_budget": [8.0, 8.0, 8.0]})
+    history = pd.DataFrame({
+        "run_id": ["a"] * 8 + ["b"] * 2 + ["c"] * 4,
+        "metric": ["acc"] * 14,
+        "step": [*range(1, 9), 1, 2, 1, 2, 3, 4],
+        "value": [*(0.1 * s for s in range(1, 9)), 0.05, 0.07, 0.2, 0.3, 0.35, 0.4],
+    })
+    common = choose_budget(runs, "common")
+    assert (common.budget, common.full_budget, common.reached_full) == (2.0, 8.0, 1)
+    at_common = values_at_budget(runs, history, "acc", common.budget)
+    assert at_common.to_dict() == pytest.approx({"a": 0.2, "b": 0.07, "c": 0.3})
+    at_four = values_at_budget(runs, history, "acc", 4)
+    assert set(at_four.index) == {"a", "c"}
+    assert choose_budget(runs, "full").budget == 8.0
+
+
+def test_response_bins_on_the_parameter_scale() -> None:
+    x = pd.Series([0.01] * 3 + [0.1] * 3 + [1.0] * 3)
+    y = pd.Series([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 9.0, 9.0, 9.0])
+    table = response(x, y, "log", max_bins=3)
+    assert table["value"].tolist() == pytest.approx([10 ** -1.6667, 10 ** -1.0, 10 ** -0.3333],
+                                                    rel=1e-3)
+    assert table["mean"].tolist() == [2.0, 5.0, 9.0] and table["n"].tolist() == [3, 3, 3]
+    first = table.iloc[0]
+    assert first["low"] < 2.0 < first["high"]
+    assert table.iloc[1]["low"] == table.iloc[1]["high"] == 5.0
+
+
+def test_param_scale_inference() -> None:
+    assert param_scale("opt", pd.Series(["a", "b"]), None) == "categorical"
+    assert param_scale("bs", pd.Series([64.0, 128.0, 256.0]), None) == "categorical"
+    assert param_scale("lr", pd.Series([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]), None) == "log"
+    assert param_scale("p", pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), None) == "linear"
+    assert param_scale("m", pd.Series([0.9, 0.99]), {"type": "float", "scale": "log1m"}) == \
+        "log1m"
+
+
+def test_analysis_and_study_layers_respect_their_boundaries() -> None:
+    code = ("import sys, study.cli, analysis.report, analysis.runs; "
+            "assert 'torch' not in sys.modules, 'analysis imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "study").glob("*.py"):
+        text = path.read_text()
+        assert "import torch" not in text and "from torch" not in text, path

@@ -1,0 +1,116 @@
+"""Batched augmentations: per-sample randomness, ranges, reproducibility, and agreement of
+the colour operations with torchvision's reference implementations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from trainables.augment import (
+    AugmentationPolicy,
+    apply_jitter,
+    augment,
+    hsv_to_rgb,
+    random_resized_crop_flip,
+    rgb_to_hsv,
+)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _batch(n: int = 16, channels: int = 3, size: int = 12) -> torch.Tensor:
+    return torch.randint(0, 256, (n, channels, size, size), generator=_gen(1), dtype=torch.uint8)
+
+
+def test_output_is_float_in_unit_range_with_input_shape() -> None:
+    images = _batch()
+    out = augment(images, AugmentationPolicy.from_strength(1.0), _gen())
+    assert out.dtype == torch.float32 and out.shape == images.shape
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_each_image_gets_its_own_transform() -> None:
+    one = _batch(1)
+    images = one.repeat(32, 1, 1, 1)
+    out = augment(images, AugmentationPolicy.from_strength(0.8), _gen())
+    distinct = {tuple(v.flatten()[:20].tolist()) for v in out}
+    assert len(distinct) > 28
+
+
+def test_same_seed_same_views_other_seed_other_views() -> None:
+    images, policy = _batch(), AugmentationPolicy.from_strength(0.5)
+    a, b = augment(images, policy, _gen(7)), augment(images, policy, _gen(7))
+    c = augment(images, policy, _gen(8))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_zero_strength_crop_is_whole_image_or_its_mirror() -> None:
+    x = _batch(32).float() / 255
+    out = random_resized_crop_flip(x, min_scale=1.0, flip_prob=0.5, gen=_gen())
+    mirrored = x.flip(-1)
+    for got, orig, mirror in zip(out, x, mirrored, strict=True):
+        assert torch.allclose(got, orig, atol=1e-5) or torch.allclose(got, mirror, atol=1e-5)
+
+
+def test_strength_sets_simclr_magnitudes() -> None:
+    policy = AugmentationPolicy.from_strength(0.5)
+    assert (policy.brightness, policy.contrast, policy.saturation) == (0.4, 0.4, 0.4)
+    assert policy.hue == pytest.approx(0.1)
+    assert (policy.jitter_prob, policy.grayscale_prob) == (0.8, 0.2)
+    assert AugmentationPolicy.from_strength(0.0).min_crop_scale == 1.0
+    assert AugmentationPolicy.from_strength(1.0).min_crop_scale == pytest.approx(0.2)
+    with pytest.raises(ValueError):
+        AugmentationPolicy.from_strength(1.5)
+
+
+def test_stronger_augmentation_moves_images_further() -> None:
+    x = _batch(64)
+    base = x.float() / 255
+
+    def distance(strength: float) -> float:
+        return (augment(x, AugmentationPolicy.from_strength(strength), _gen()) - base).abs().mean()
+
+    assert distance(0.0) < distance(0.5) < distance(1.0)
+
+
+@pytest.mark.parametrize(
+    "b,c,s,h", [(1.3, 1, 1, 0), (1, 0.6, 1, 0), (1, 1, 1.7, 0), (1, 1, 1, 0.15),
+                (1, 1, 1, -0.3), (0.7, 1.4, 0.3, 0.1)],
+)
+def test_jitter_matches_torchvision(b: float, c: float, s: float, h: float) -> None:
+    x = torch.rand(4, 3, 10, 10, generator=_gen(3))
+    ones = torch.ones(4)
+    got = apply_jitter(x, ones * b, ones * c, ones * s, ones * h)
+    expected = TF.adjust_hue(
+        TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x, b), c), s), h
+    )
+    torch.testing.assert_close(got, expected, atol=2e-4, rtol=0)
+
+
+def test_jitter_factors_are_per_sample() -> None:
+    x = torch.rand(2, 3, 6, 6, generator=_gen(4))
+    brightness = torch.tensor([0.5, 1.0])
+    ones = torch.ones(2)
+    out = apply_jitter(x, brightness, ones, ones, torch.zeros(2))
+    torch.testing.assert_close(out[0], TF.adjust_brightness(x[0], 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[1], x[1], atol=1e-5, rtol=0)
+
+
+def test_hsv_round_trip() -> None:
+    x = torch.rand(8, 3, 5, 5, generator=_gen(5))
+    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+
+
+def test_single_channel_images_are_supported() -> None:
+    out = augment(_batch(8, channels=1), AugmentationPolicy.from_strength(1.0), _gen())
+    assert out.shape == (8, 1, 12, 12)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_rejects_float_input() -> None:
+    with pytest.raises(ValueError):
+        augment(torch.rand(2, 3, 4, 4), AugmentationPolicy.from_strength(0.5), _gen())

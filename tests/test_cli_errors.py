@@ -1,0 +1,164 @@
+"""Bad input: one line on stderr naming the field, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from study.cli import main
+
+BASE: dict[str, Any] = {
+    "name": "bad",
+    "data": {"dataset": "shapes", "num_train": 128, "num_test": 32},
+    "train": {"epochs": 2},
+    "methods": {"simclr": {}},
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    config = copy.deepcopy(BASE)
+    node = config
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return config
+
+
+CONFIG_CASES = [
+    (_with("methods", {"byol": {}}), "methods.byol: unknown method"),
+    (_with("methods", {}), "methods"),
+    (_with("data.dataset", "mnist"), "data.dataset: unknown 'mnist'"),
+    (_with("methods.simclr.space", {"temperature": {"low": 0.5, "high": 0.1}}),
+     "methods.simclr.space.temperature: low (0.5) must be below high (0.1)"),
+    (_with("methods.simclr.space", {"lr": {"low": 0.0, "high": 0.1}}),
+     "methods.simclr.space.lr: a log scale needs low > 0"),
+    (_with("methods.simclr.space", {"batch_size": {"choices": []}}),
+     "methods.simclr.space.batch_size.choices"),
+    (_with("methods.simclr.space", {"momentum": {"low": 0.9, "high": 0.99}}),
+     "methods.simclr.space.momentum: unknown parameter for simclr"),
+    (_with("methods.simclr.space", {"batch_size": {"choices": [64, 256]}}),
+     "methods.simclr.space.batch_size: 256 exceeds the 128 pretraining images"),
+    (_with("data", {"dataset": "cifar10", "data_dir": "/nonexistent/cifar"}),
+     "data.data_dir '/nonexistent/cifar' does not exist"),
+    (_with("data", {"dataset": "cifar10"}), "needs data.data_dir"),
+    (_with("trian", {"epochs": 3}), "trian: unknown key; allowed: name, seed"),
+    (_with("train.epoch", 3), "train.epoch: unknown key; allowed: backbone, epochs"),
+    (_with("methods.simclr.spce", {}), "methods.simclr.spce: unknown key; allowed: space"),
+    (_with("train.epochs", "ten"), "train.epochs: Input should be a valid integer"),
+    (_with("train.epochs", 0), "train.epochs: Input should be greater than or equal to 1"),
+    (_with("train.backbone", "resnet50"), "train.backbone"),
+    (_with("search.metric", "linear_acc"), "train.linear_probe: must be 'every'"),
+    (_with("search.grace_period", 5), "search.grace_period: must be at most train.epochs"),
+    (_with("search.reduction_factor", 1), "search.reduction_factor"),
+    (_with("resources.gpus_per_trial", 1.5), "resources.gpus_per_trial: above 1"),
+    (_with("resources", {"cpus_per_trial": 0}), "resources.cpus_per_trial"),
+    (_with("train.device", "cpu") | {"resources": {"gpus_per_trial": 1}},
+     "train.device: 'cpu' contradicts"),
+    (_with("tracking.tracking_uri", "file:///tmp/mlruns"), "tracking.tracking_uri: unsupported"),
+    (_with("name", "bad name/with slash"), "name: String should match pattern"),
+    (_with("methods.simclr", {"space": {"temperature": 0.1, "batch_size": 64,
+                                        "aug_strength": 0.5, "lr": 0.001,
+                                        "weight_decay": 0.0}, }),
+     "methods.simclr.space: every parameter is fixed"),
+    (_with("methods.simclr.replace_space", "maybe"), "methods.simclr.replace_space"),
+]
+
+
+def _snapshot(directory: Path) -> set[Path]:
+    return {p.relative_to(directory) for p in directory.rglob("*")}
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("config,message", CONFIG_CASES)
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(
+    config: dict, message: str, workdir: Path, capsys
+) -> None:
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    before = _snapshot(workdir)
+    code, err = _run(["search", str(path)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("sslstudy: error: "), err
+    assert message in err
+    assert _snapshot(workdir) == before
+
+
+def _write_base(workdir: Path) -> Path:
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "missing.yaml"], "config file 'missing.yaml': cannot read"),
+        (["search", "."], "cannot read"),
+        (["search", "{config}", "--num-samples", "0"], "--num-samples"),
+        (["search", "{config}", "--max-concurrent", "x"], "--max-concurrent"),
+        (["search", "{config}", "--bogus"], "unrecognized arguments: --bogus"),
+        (["fly", "{config}"], "invalid choice: 'fly'"),
+        (["search"], "the following arguments are required: config"),
+        (["search", "{config}", "--name", "no spaces allowed"], "name: String should match"),
+        (["train", "{config}", "--method", "moco"], "--method: 'moco' is not in the config"),
+        (["train", "{config}", "--param", "temperature=-1"], "--param temperature"),
+        (["train", "{config}", "--param", "queue_size=8"], "queue_size: unknown hyperparameter"),
+        (["train", "{config}", "--param", "novalue"], "expected NAME=VALUE"),
+        (["train", "{config}", "--param", "batch_size=4096"], "batch_size: 4096 exceeds"),
+        (["analyze", "--experiment", "x", "--out", "r"], "no MLflow database"),
+        (["analyze", "--experiment", "x", "--out", "r", "--budget", "soon"], "--budget"),
+        (["analyze", "--experiment", "x"], "--out"),
+        (["analyze", "--experiment", "x", "--out", "r", "--mode", "best"], "--mode"),
+    ],
+)
+def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], message: str, workdir: Path, capsys
+) -> None:
+    config = _write_base(workdir)
+    (workdir / "bad.yaml").write_text("methods: [simclr\n")
+    before = _snapshot(workdir)
+    code, err = _run([a.replace("{config}", str(config)) for a in args], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("sslstudy: error: "), err
+    assert message in err
+    assert _snapshot(workdir) == before
+
+
+def test_invalid_yaml_and_non_mapping(workdir: Path, capsys) -> None:
+    (workdir / "broken.yaml").write_text("methods: [simclr\n")
+    code, err = _run(["search", str(workdir / "broken.yaml")], capsys)
+    assert code == 2 and "invalid YAML at line" in err
+    (workdir / "list.yaml").write_text("- simclr\n")
+    code, err = _run(["search", str(workdir / "list.yaml")], capsys)
+    assert code == 2 and "top level must be a mapping" in err
+
+
+def test_console_script_prints_no_traceback(workdir: Path) -> None:
+    (workdir / "study.yaml").write_text(yaml.safe_dump(_with("methods", {"byol": {}})))
+    done = subprocess.run(
+        [sys.executable, "-m", "study.cli", "search", "study.yaml"],
+        capture_output=True, text=True, cwd=workdir, check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "sslstudy: error: methods.byol: unknown method; allowed: moco, simclr"
+    ]

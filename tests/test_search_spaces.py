@@ -1,0 +1,110 @@
+"""Search spaces: shipped defaults, overrides, validation and Optuna conversion."""
+
+from __future__ import annotations
+
+import math
+
+import optuna.distributions as od
+import pytest
+
+from search_spaces import SearchSpaceError, build_space, default_space_data
+from trainables.methods import METHODS
+from trainables.trainable import declared_hparams
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_default_spaces_cover_what_users_search(method: str) -> None:
+    space = build_space(method, declared_hparams(method))
+    for name in ("temperature", "batch_size", "aug_strength", "lr", "weight_decay"):
+        assert name in space.params
+    assert space.params["temperature"].scale == "log"
+    assert space.params["batch_size"].type == "categorical"
+    assert space.params["aug_strength"].scale == "linear"
+
+
+def test_moco_momentum_is_searched_on_log_of_one_minus_m() -> None:
+    space = build_space("moco", declared_hparams("moco"))
+    dist = space.to_optuna()["one_minus_momentum"]
+    assert isinstance(dist, od.FloatDistribution) and dist.log
+    assert dist.low == pytest.approx(0.001) and dist.high == pytest.approx(0.1)
+    decoded = space.decode({**{k: 1 for k in space.to_optuna()}, "one_minus_momentum": 0.01})
+    assert decoded["momentum"] == pytest.approx(0.99)
+    assert "one_minus_momentum" not in decoded
+
+
+def test_conversion_to_optuna_distributions() -> None:
+    space = build_space("simclr", declared_hparams("simclr"))
+    dists = space.to_optuna()
+    assert dists["temperature"] == od.FloatDistribution(0.05, 1.0, log=True)
+    assert dists["batch_size"] == od.CategoricalDistribution([64, 128, 256])
+    assert dists["aug_strength"] == od.FloatDistribution(0.1, 1.0)
+
+
+def test_override_narrows_keeping_the_scale_and_fixes_values() -> None:
+    space = build_space(
+        "simclr", declared_hparams("simclr"),
+        {"temperature": {"low": 0.1, "high": 0.3}, "lr": 0.002, "proj_dim": {
+            "type": "int", "low": 32, "high": 256, "scale": "log"}},
+    )
+    assert space.params["temperature"].scale == "log"
+    assert (space.params["temperature"].low, space.params["temperature"].high) == (0.1, 0.3)
+    assert "lr" not in space.params and space.fixed["lr"] == 0.002
+    assert space.to_optuna()["proj_dim"] == od.IntDistribution(32, 256, log=True)
+    decoded = space.decode({k: 1 for k in space.to_optuna()})
+    assert decoded["lr"] == 0.002
+
+
+def test_replace_space_drops_defaults() -> None:
+    space = build_space("simclr", declared_hparams("simclr"),
+                        {"temperature": {"type": "float", "low": 0.1, "high": 0.5}},
+                        replace_defaults=True)
+    assert list(space.params) == ["temperature"]
+
+
+def test_defaults_for_a_single_run() -> None:
+    declared = declared_hparams("moco")
+    space = build_space("moco", declared, {"momentum": 0.9})
+    values = space.defaults(declared)
+    assert values["momentum"] == 0.9 and values["queue_size"] == 4096
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"temperature": {"low": 0.5, "high": 0.5}}, "temperature: low (0.5) must be below"),
+        ({"temperature": {"low": 0.0, "high": 1.0}}, "log scale needs low > 0"),
+        ({"temperature": {"low": -1.0, "high": 1.0, "scale": "linear"}}, "temperature: low"),
+        ({"batch_size": {"choices": []}}, "batch_size.choices: must be a non-empty list"),
+        ({"batch_size": {"choices": [64, 64]}}, "duplicate"),
+        ({"batch_size": {"choices": [1, 64]}}, "batch_size"),
+        ({"momentum": 0.9}, "momentum: unknown parameter for simclr"),
+        ({"aug_strength": {"low": 0.5, "high": 1.5}}, "aug_strength"),
+        ({"temperature": {"type": "normal"}}, "type: got 'normal'"),
+        ({"temperature": {"low": "a", "high": 1.0}}, "low: must be a number"),
+        ({"temperature": {"scale": "sqrt"}}, "scale: got 'sqrt'"),
+        ({"temperature": {"step": 0.1}}, "step: only allowed with scale linear"),
+        ({"lr": [0.1, 0.2]}, "a list is ambiguous"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"batch_size": {"type": "float", "low": 8, "high": 64}}, "does not fit a int"),
+        ({"temperature": {"type": "float", "low": 0.1, "high": 1, "choices": [1]}},
+         "unknown key"),
+    ],
+)
+def test_invalid_spaces_name_the_parameter(overrides: dict, message: str) -> None:
+    with pytest.raises(SearchSpaceError, match=r"^methods\.simclr\.space\.") as info:
+        build_space("simclr", declared_hparams("simclr"), overrides,
+                    where="methods.simclr.space")
+    assert message in str(info.value)
+
+
+def test_log1m_bounds_must_stay_below_one() -> None:
+    with pytest.raises(SearchSpaceError, match="log1m"):
+        build_space("moco", declared_hparams("moco"),
+                    {"momentum": {"low": 0.9, "high": 1.0}})
+
+
+def test_shipped_yaml_is_plain_data() -> None:
+    for method in METHODS:
+        data = default_space_data(method)
+        assert all(isinstance(v, dict) for v in data.values())
+        assert all(not (isinstance(v, float) and math.isnan(v)) for v in data.values())

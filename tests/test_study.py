@@ -1,0 +1,171 @@
+"""A real tiny study end to end: Ray (local, 2 CPUs), Optuna, MLflow (SQLite), analysis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def _config(tmp: Path, name: str, **extra) -> Path:
+    config = {
+        "name": name,
+        "storage_path": str(tmp / "ray"),
+        "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
+        "train": {"epochs": 3, "device": "cpu"},
+        "search": {"num_samples": 3, "grace_period": 1, "n_startup_trials": 2},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": name},
+        "methods": {
+            "simclr": {"space": {"batch_size": {"choices": [32, 64]}}},
+            "moco": {"space": {"batch_size": {"choices": [32, 64]}, "queue_size": 128}},
+        },
+        **extra,
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("study")
+    assert main(["search", str(_config(tmp, "tiny"))]) == 0
+    return tmp
+
+
+def _children(tmp: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sslstudy.role") == "study"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
+    client, parents, children = _children(finished_study, "tiny")
+    assert len(parents) == 1 and len(children) == 6
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"resolved_config.yaml", "search_spaces.json", "summary.json"} <= artifacts
+    spaces = json.loads(client.download_artifacts(
+        parent.info.run_id, "search_spaces.json", str(finished_study)) and
+        (finished_study / "search_spaces.json").read_text())
+    assert spaces["moco"]["params"]["momentum"]["scale"] == "log1m"
+
+
+def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path) -> None:
+    client, _, children = _children(finished_study, "tiny")
+    for run in children:
+        tags, params = run.data.tags, run.data.params
+        method = tags["method"]
+        expected = {"temperature", "batch_size", "aug_strength", "lr", "weight_decay"}
+        if method == "moco":
+            expected |= {"momentum", "queue_size"}
+            assert params["queue_size"] == "128"
+            assert 0.9 <= float(params["momentum"]) <= 0.999
+        assert expected <= set(params)
+        assert tags["dataset"] == "shapes" and tags["backbone"] == "small_cnn"
+        assert tags["trial_id"] and tags["study"] == "tiny"
+        assert tags["status"] in ("completed", "stopped_early")
+        assert run.info.status == "FINISHED"
+        budget = int(tags["budget"])
+        assert (tags["status"] == "completed") == (budget == 3)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
+        assert steps == list(range(1, budget + 1))
+        for metric in ("loss", "epoch", "images_per_sec"):
+            assert metric in run.data.metrics
+        if budget == 3:
+            assert "linear_acc" in run.data.metrics
+
+
+def test_optuna_study_is_persisted_beside_ray_results(finished_study: Path) -> None:
+    storage = f"sqlite:///{finished_study / 'ray' / 'tiny' / 'optuna.db'}"
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {"tiny-simclr", "tiny-moco"}
+    moco = optuna.load_study(study_name="tiny-moco", storage=storage)
+    assert len(moco.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in moco.trials)
+    assert "one_minus_momentum" in moco.trials[0].params
+
+
+def test_analysis_writes_tables_plots_and_report(finished_study: Path) -> None:
+    out = finished_study / "report"
+    assert main(["analyze", "--experiment", "tiny", "--tracking-uri",
+                 f"sqlite:///{finished_study / 'mlflow.db'}", "--out", str(out)]) == 0
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 6
+    for column in ("method", "temperature", "batch_size", "momentum", "status", "budget",
+                   "duration_s", "final_knn_acc", "best_knn_acc", "final_loss", "best_loss"):
+        assert column in runs
+    importance = pd.read_csv(out / "importance.csv")
+    assert list(importance.columns) == ["method", "param", "importance", "evaluator"]
+    sensitivity = pd.read_csv(out / "sensitivity.csv")
+    assert list(sensitivity.columns) == ["method", "param", "value", "mean", "low", "high", "n"]
+    assert set(sensitivity["method"]) == {"simclr", "moco"}
+    assert (sensitivity["low"] <= sensitivity["mean"] + 1e-12).all()
+    assert (sensitivity["high"] >= sensitivity["mean"] - 1e-12).all()
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {"simclr_temperature.png", "moco_momentum.png",
+            "simclr_heatmap_temperature_batch_size.png"} <= plots
+    report = (out / "report.html").read_text()
+    assert "simclr" in report and "moco" in report and "full budget" in report
+    assert "data:image/png;base64," in report
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    config = _config(tmp_path, "diverge")
+    data = yaml.safe_load(config.read_text())
+    data["methods"] = {"simclr": {"space": {"batch_size": {"choices": [32, 64]},
+                                            "lr": 1.0e25}}}
+    data["search"]["num_samples"] = 2
+    config.write_text(yaml.safe_dump(data))
+    assert main(["search", str(config)]) == 1
+    _, parents, children = _children(tmp_path, "diverge")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["status"] == "failed"
+        assert "NonFiniteLossError: loss became" in run.data.tags["failure_reason"]
+    assert parents[0].info.status == "FAILED"
+    storage = f"sqlite:///{tmp_path / 'ray' / 'diverge' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="diverge-simclr", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+
+
+def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:
+    config = _config(tmp_path, "single")
+    assert main(["train", str(config), "--method", "simclr",
+                 "--param", "temperature=0.3", "--param", "batch_size=32"]) == 0
+    _, parents, children = _children(tmp_path, "single")
+    assert parents == [] and children == []
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("single")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["temperature"] == "0.3" and run.data.params["batch_size"] == "32"
+    assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+
+
+def test_existing_study_directory_is_refused(finished_study: Path, capsys) -> None:
+    assert main(["search", str(finished_study / "tiny.yaml")]) == 2
+    assert "already holds a study named 'tiny'" in capsys.readouterr().err
