@@ -8,11 +8,11 @@ DEMO_OUT := demo-output
 
 .PHONY: demo test lint bench clean
 
+# torch and torchvision come from the package index together (matching builds); the CUDA
+# wheels run on CPU too. The stamp re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch and torchvision come from the package index together (matching builds);
-	# the CUDA wheels run on CPU too.
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -18,6 +18,13 @@ from analysis.sensitivity import Scale
 _FAILED_COLOUR = "#c0392b"
 
 
+def _order(value: object) -> tuple[int, float | str]:
+    """Numbers in numeric order first, then everything else alphabetically."""
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -25,12 +32,15 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def _log_axis(ax: plt.Axes) -> None:
-    """Log x axis labelled at 1, 2 and 5 per decade in plain numbers; matplotlib's default
-    labels every minor tick in scientific notation when the range is under a decade,
-    which makes the labels overlap."""
+def _log_axis(ax: plt.Axes, values: pd.Series) -> None:
+    """Log x axis labelled in plain numbers, at 1, 2 and 5 per decade over short ranges and
+    once per decade over long ones; matplotlib's default labels every minor tick in
+    scientific notation when the range is under a decade, and the labels overlap."""
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    present = values[values > 0]
+    decades = np.log10(present.max() / present.min()) if len(present) else 0.0
+    subs = (1.0,) if decades > 2 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=subs))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
@@ -53,7 +63,7 @@ def response_plot(
     label = param
     to_x = (lambda v: 1.0 - v) if scale == "log1m" else (lambda v: v)
     if scale == "categorical":
-        categories = sorted(pd.concat([trials["x"], failed_x]).dropna().unique(), key=str)
+        categories = sorted(pd.concat([trials["x"], failed_x]).dropna().unique(), key=_order)
         position = {c: i for i, c in enumerate(categories)}
         ax.scatter([position[v] for v in trials["x"]], trials["y"], s=22, alpha=0.6,
                    color="#2c7fb8", label="trial")
@@ -73,7 +83,7 @@ def response_plot(
             ax.fill_between(to_x(binned["value"]), binned["low"], binned["high"],
                             color="#253494", alpha=0.15, label="95% CI")
         if scale in ("log", "log1m"):
-            _log_axis(ax)
+            _log_axis(ax, to_x(trials["x"]))
         if scale == "log1m":
             label = f"1 - {param}"
         failed_pos = list(to_x(failed_x.dropna()))

@@ -171,7 +171,9 @@ def train(
             "epoch": epoch,
         }
 
-    images = dataset.pretrain_images
+    # The uint8 images move to the training device once; batches are then index lookups
+    # on the device and augmentation never waits for a host-to-device copy.
+    images = dataset.pretrain_images.to(device)
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, settings.epochs + 1):
         method.train()
@@ -180,7 +182,7 @@ def train(
         steps = seen = 0
         started = time.perf_counter()
         for idx in _batches(len(images), hparams.batch_size, order_generator, settings):
-            batch = images[idx].to(device, non_blocking=True)
+            batch = images[idx.to(device)]
             views = [augment(batch, policy, view_generator) for _ in range(method.num_views)]
             loss: Tensor = method(views)
             if not torch.isfinite(loss):

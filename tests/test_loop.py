@@ -1,0 +1,84 @@
+"""The generic loop: checkpoints that resume exactly, non-finite losses, batch checks."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from trainables.hparams import resolve
+from trainables.loop import LoopSettings, NonFiniteLossError, TrainingHParams, train
+from trainables.trainable import build_method, declared_hparams
+
+HPARAMS = TrainingHParams(lr=3e-3, weight_decay=1e-5, batch_size=64, aug_strength=0.5)
+SETTINGS = LoopSettings(epochs=3, eval_every=1, seed=0, linear_probe="never")
+
+
+def _simclr(dataset):
+    torch.manual_seed(0)
+    values = resolve(declared_hparams("simclr"), {}, owner="simclr")
+    method_values = {k: values[k] for k in ("temperature", "proj_hidden_dim", "proj_dim")}
+    return build_method("simclr", "small_cnn", dataset, method_values)
+
+
+def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes) -> None:
+    saved: dict[int, bytes] = {}
+    results: dict[int, dict] = {}
+
+    def keep(result) -> None:
+        buffer = io.BytesIO()
+        torch.save(result.state(), buffer)
+        saved[result.epoch] = buffer.getvalue()
+        results[result.epoch] = result.metrics
+
+    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS, keep)
+    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    resumed: dict[int, dict] = {}
+    fresh = _simclr(tiny_shapes)
+    with torch.no_grad():  # a different starting point, overwritten by the checkpoint
+        for p in fresh.parameters():
+            p.add_(1.0)
+    train(fresh, tiny_shapes, HPARAMS, SETTINGS,
+          lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)
+    assert sorted(resumed) == [2, 3]
+    for epoch in (2, 3):
+        assert resumed[epoch]["loss"] == pytest.approx(results[epoch]["loss"], rel=1e-5)
+        assert resumed[epoch]["knn_acc"] == results[epoch]["knn_acc"]
+
+
+def test_reports_every_epoch_and_evaluates_on_schedule(tiny_shapes) -> None:
+    seen = []
+    settings = LoopSettings(epochs=3, eval_every=2, seed=0, linear_probe="final")
+    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, settings, seen.append)
+    assert [r.epoch for r in seen] == [1, 2, 3]
+    assert [r.evaluated for r in seen] == [False, True, True]
+    assert "knn_acc" not in seen[0].metrics and "linear_acc" not in seen[1].metrics
+    assert {"loss", "knn_acc", "linear_acc", "images_per_sec", "epoch"} <= set(seen[2].metrics)
+    assert seen[2].final
+
+
+def test_non_finite_loss_ends_training_with_the_reason(tiny_shapes) -> None:
+    exploding = TrainingHParams(lr=1e25, weight_decay=0.0, batch_size=64, aug_strength=0.5)
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1"):
+        train(_simclr(tiny_shapes), tiny_shapes, exploding, SETTINGS, lambda r: None)
+
+
+def test_batch_larger_than_the_dataset_is_refused(tiny_shapes) -> None:
+    too_big = TrainingHParams(lr=1e-3, weight_decay=0.0, batch_size=512, aug_strength=0.5)
+    with pytest.raises(ValueError, match="exceeds the 256 pretraining images"):
+        train(_simclr(tiny_shapes), tiny_shapes, too_big, SETTINGS, lambda r: None)
+
+
+def test_ranks_take_disjoint_shares_of_each_global_batch(tiny_shapes) -> None:
+    from trainables.loop import _batches
+
+    def shares(rank: int) -> list[torch.Tensor]:
+        settings = LoopSettings(epochs=1, rank=rank, world_size=2)
+        return list(_batches(256, 64, torch.Generator().manual_seed(3), settings))
+
+    first, second = shares(0), shares(1)
+    for a, b in zip(first, second, strict=True):
+        assert len(a) == len(b) == 32 and not set(a.tolist()) & set(b.tolist())
+    everything = torch.cat([*first, *second])
+    assert sorted(everything.tolist()) == list(range(256))
