@@ -71,11 +71,12 @@ def test_batch_larger_than_the_dataset_is_refused(tiny_shapes) -> None:
 
 
 def test_ranks_take_disjoint_shares_of_each_global_batch(tiny_shapes) -> None:
+    from trainables.distributed import Collective
     from trainables.loop import _batches
 
     def shares(rank: int) -> list[torch.Tensor]:
-        settings = LoopSettings(epochs=1, rank=rank, world_size=2)
-        return list(_batches(256, 64, torch.Generator().manual_seed(3), settings))
+        comm = Collective(world_size=2, rank=rank)
+        return list(_batches(256, 64, torch.Generator().manual_seed(3), comm))
 
     first, second = shares(0), shares(1)
     for a, b in zip(first, second, strict=True):

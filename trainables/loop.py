@@ -5,9 +5,11 @@ augmentation on the training device, asks the method for a loss and takes an opt
 step. Per evaluation it scores the frozen encoder with kNN (and the linear probe when
 asked) and hands the results, with a way to build a checkpoint, to a ``Reporter``.
 
-The loop keeps no global state. Each rank draws the same permutation from the seed and
-takes its own slice of every global batch, so the same code can run data-parallel on
-several workers; only rank 0's reports should be logged or checkpointed.
+The loop keeps no global state. With a method whose ``comm`` spans several workers, each
+rank draws the same permutation from the seed and takes its own equal share of every
+global batch, the method is wrapped in DistributedDataParallel (gradients averaged over
+workers), and only rank 0 evaluates; only rank 0's reports should be logged or
+checkpointed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch import Tensor
 
 from trainables.augment import AugmentationPolicy, augment
 from trainables.data import ImageDataset
+from trainables.distributed import Collective
 from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
 from trainables.methods.base import SSLMethod
 
@@ -50,8 +53,6 @@ class LoopSettings:
     knn_k: int = 200
     knn_temperature: float = 0.1
     linear_probe: Literal["final", "every", "never"] = "final"
-    rank: int = 0
-    world_size: int = 1
 
 
 @dataclass
@@ -121,14 +122,23 @@ def evaluate(
     return metrics
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, settings: LoopSettings):
+def _batches(n: int, batch_size: int, generator: torch.Generator, comm: Collective):
     """Index slices of one epoch: a full-batch-only pass over a seeded permutation, each
-    rank taking its contiguous share of every global batch."""
+    rank taking its contiguous, equal share of every global batch."""
     order = torch.randperm(n, generator=generator)
-    per_rank = batch_size // settings.world_size
+    per_rank = batch_size // comm.world_size
     for start in range(0, n - batch_size + 1, batch_size):
-        offset = start + settings.rank * per_rank
+        offset = start + comm.rank * per_rank
         yield order[offset : offset + per_rank]
+
+
+def _wrap(method: SSLMethod, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel when the method spans several workers: it averages
+    parameter gradients, which with the gathering losses gives the global gradient."""
+    if not method.comm.distributed:
+        return method
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(method, device_ids=device_ids)
 
 
 def train(
@@ -140,12 +150,18 @@ def train(
     resume_state: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Pretrain ``method`` for ``settings.epochs`` epochs and return the last metrics."""
+    comm = method.comm
     if hparams.batch_size > len(dataset):
         raise ValueError(
             f"batch_size {hparams.batch_size} exceeds the {len(dataset)} pretraining images"
         )
+    if hparams.batch_size % comm.world_size:
+        raise ValueError(
+            f"batch_size {hparams.batch_size} is not divisible by the {comm.world_size} workers"
+        )
     device = torch.device(settings.device)
     method.to(device)
+    model = _wrap(method, device)
     policy = AugmentationPolicy.from_strength(hparams.aug_strength)
     optimizer = _optimizer(method, hparams, settings)
     steps_per_epoch = len(dataset) // hparams.batch_size
@@ -153,7 +169,7 @@ def train(
         optimizer,
         _schedule(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch),
     )
-    view_generator = torch.Generator(device=device).manual_seed(settings.seed + settings.rank)
+    view_generator = torch.Generator(device=device).manual_seed(settings.seed + comm.rank)
     start_epoch = 1
     if resume_state is not None:
         method.load_state_dict(resume_state["method"])
@@ -181,10 +197,10 @@ def train(
         loss_sum = torch.zeros((), device=device)
         steps = seen = 0
         started = time.perf_counter()
-        for idx in _batches(len(images), hparams.batch_size, order_generator, settings):
+        for idx in _batches(len(images), hparams.batch_size, order_generator, comm):
             batch = images[idx.to(device)]
             views = [augment(batch, policy, view_generator) for _ in range(method.num_views)]
-            loss: Tensor = method(views)
+            loss: Tensor = model(views)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}"
@@ -199,13 +215,13 @@ def train(
         elapsed = time.perf_counter() - started
         metrics = {
             "epoch": float(epoch),
-            "loss": float(loss_sum) / max(steps, 1),
-            "images_per_sec": seen * settings.world_size / max(elapsed, 1e-9),
+            "loss": float(comm.mean(loss_sum)) / max(steps, 1),
+            "images_per_sec": seen * comm.world_size / max(elapsed, 1e-9),
             "lr": scheduler.get_last_lr()[0],
         }
         final = epoch == settings.epochs
         evaluated = final or epoch % settings.eval_every == 0
-        if evaluated:
+        if evaluated and comm.rank == 0:
             with_linear = settings.linear_probe == "every" or (
                 settings.linear_probe == "final" and final
             )

@@ -20,6 +20,7 @@ from search_spaces import SearchSpace
 from study.tracking import COMPLETED, FAILED, TrackingTarget, TrialRun
 from trainables.backbones import build_encoder
 from trainables.data import ImageDataset
+from trainables.distributed import LOCAL, Collective
 from trainables.hparams import TRAINING_HPARAMS, HParam, resolve
 from trainables.loop import EpochResult, LoopSettings, TrainingHParams, train
 from trainables.methods import method_class
@@ -54,10 +55,14 @@ class TrialSettings:
 
 
 def build_method(
-    name: str, backbone: str, dataset: ImageDataset, method_hparams: Mapping[str, Any]
+    name: str,
+    backbone: str,
+    dataset: ImageDataset,
+    method_hparams: Mapping[str, Any],
+    comm: Collective = LOCAL,
 ) -> SSLMethod:
     encoder, feature_dim = build_encoder(backbone, dataset.channels, dataset.mean, dataset.std)
-    return method_class(name)(encoder, feature_dim, method_hparams)
+    return method_class(name)(encoder, feature_dim, method_hparams, comm)
 
 
 def run_configuration(

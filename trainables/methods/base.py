@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from trainables.distributed import LOCAL, Collective
 from trainables.hparams import HParam
 
 
@@ -26,11 +27,19 @@ class SSLMethod(nn.Module):
     #: How many augmented views of each image the loop produces per step.
     num_views: ClassVar[int] = 2
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, hparams: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        hparams: Mapping[str, Any],
+        comm: Collective = LOCAL,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.feature_dim = feature_dim
         self.hparams = dict(hparams)
+        #: The process group a batch spans; losses that use the batch gather through it.
+        self.comm = comm
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         """Return the scalar training loss for one batch of views."""

@@ -11,9 +11,10 @@ the loss is formed.
 Shuffle BN (MoCo, section 3.3): if a query and its positive key are normalised by
 BatchNorm over the same set of images, the statistics leak which key is the positive and
 the model "cheats", driving the loss down while features stop improving. MoCo shuffles
-the keys across GPUs so each BatchNorm sees a different sub-batch; in one process the
-batch is split into ``bn_splits`` groups, the keys' groups formed from a random
-permutation, as the authors' single-GPU CIFAR demo does with its SplitBatchNorm.
+the keys across GPUs so each BatchNorm sees a different sub-batch. Here the global batch
+is shuffled across workers the same way, and within a worker the batch is split into
+``bn_splits`` BatchNorm groups, as the authors' single-GPU CIFAR demo does with its
+SplitBatchNorm.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables.distributed import LOCAL, Collective
 from trainables.heads import projection_mlp
 from trainables.hparams import HParam
 from trainables.losses import info_nce
@@ -50,8 +52,14 @@ class MoCo(SSLMethod):
         ),
     })
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, hparams: Mapping[str, Any]) -> None:
-        super().__init__(encoder, feature_dim, hparams)
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        hparams: Mapping[str, Any],
+        comm: Collective = LOCAL,
+    ) -> None:
+        super().__init__(encoder, feature_dim, hparams, comm)
         self.projector = projection_mlp(
             feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
         )
@@ -92,14 +100,22 @@ class MoCo(SSLMethod):
         return self._split_forward(nn.Sequential(self.encoder, self.projector), view)
 
     @torch.no_grad()
-    def _keys(self, view: Tensor) -> Tensor:
-        """Keys computed on a shuffled batch, then put back in query order."""
-        order = torch.randperm(view.shape[0], device=view.device)
+    def _keys(self, view: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys of this worker's queries and of the global batch, in rank order.
+
+        The global batch is shuffled before the key encoder sees it, so each worker (and
+        each BatchNorm group within it) normalises keys of other images than the queries
+        it holds; the shuffle is undone afterwards.
+        """
+        everything = self.comm.gather_no_grad(view)
+        order = self.comm.broadcast(torch.randperm(everything.shape[0], device=view.device))
         key_net = nn.Sequential(self.key_encoder, self.key_projector)
-        shuffled = self._split_forward(key_net, view[order])
+        mine = self._split_forward(key_net, self.comm.local_slice(everything[order]))
+        shuffled = self.comm.gather_no_grad(mine)
         keys = torch.empty_like(shuffled)
         keys[order] = shuffled
-        return F.normalize(keys, dim=1)
+        keys = F.normalize(keys, dim=1)
+        return self.comm.local_slice(keys), keys
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         v1, v2 = views
@@ -108,14 +124,14 @@ class MoCo(SSLMethod):
         q1 = self._queries(v1)
         with torch.no_grad():
             self.momentum_update()
-            k2 = self._keys(v2)
+            k2, all_k2 = self._keys(v2)
         loss = info_nce(q1, k2, negatives, temperature)
-        keys = k2
+        new_keys = all_k2
         if self.hparams["symmetric"]:
             q2 = self._queries(v2)
-            with torch.no_grad():
-                k1 = self._keys(v1)
+            k1, all_k1 = self._keys(v1)
             loss = 0.5 * (loss + info_nce(q2, k1, negatives, temperature))
-            keys = torch.cat([k2, k1])
-        self.enqueue(keys)
+            new_keys = torch.cat([all_k2, all_k1])
+        # Every worker enqueues the keys of the whole global batch, so queues stay equal.
+        self.enqueue(new_keys)
         return loss

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trainables.distributed import LOCAL, Collective
 from trainables.heads import projection_mlp
 from trainables.hparams import HParam
 from trainables.losses import nt_xent
@@ -31,8 +32,14 @@ class SimCLR(SSLMethod):
         "proj_dim": HParam("int", 128, "output width of the projection MLP", low=1),
     })
 
-    def __init__(self, encoder: nn.Module, feature_dim: int, hparams: Mapping[str, Any]) -> None:
-        super().__init__(encoder, feature_dim, hparams)
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        hparams: Mapping[str, Any],
+        comm: Collective = LOCAL,
+    ) -> None:
+        super().__init__(encoder, feature_dim, hparams, comm)
         self.projector = projection_mlp(
             feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
         )
@@ -42,4 +49,6 @@ class SimCLR(SSLMethod):
         # positives and negatives with the same statistics and cannot tell them apart.
         z = self.projector(self.encoder(torch.cat(list(views))))
         z1, z2 = z.chunk(2)
-        return nt_xent(z1, z2, self.hparams["temperature"])
+        # Negatives come from every worker: the gathered batch is the global batch, and the
+        # gather carries gradients back to the worker that produced each projection.
+        return nt_xent(self.comm.gather(z1), self.comm.gather(z2), self.hparams["temperature"])
