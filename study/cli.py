@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
     search.add_argument("--max-concurrent", type=_positive_int, help="trials at once")
     search.add_argument("--name", help="study name (default: from the config)")
+    search.add_argument(
+        "--resume", action="store_true",
+        help="continue the study whose driver died: keep finished trials, continue "
+        "unfinished ones from their last checkpoint",
+    )
     search.set_defaults(handler=_cmd_search)
 
     train = commands.add_parser("train", help="run one configuration without a search")
@@ -88,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("--out", type=Path, required=True)
     analyze.set_defaults(handler=_cmd_analyze)
+
+    server = commands.add_parser(
+        "tracking-server", help="serve an MLflow tracking store for trials on other nodes"
+    )
+    server.add_argument("--backend-store-uri", default="sqlite:///mlflow.db")
+    server.add_argument("--artifacts-destination", default="./mlartifacts")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default loopback; 0.0.0.0 for all)")
+    server.add_argument("--port", type=_positive_int, default=5000)
+    server.add_argument(
+        "--allowed-hosts", default="",
+        help="comma-separated Host headers to accept, e.g. the name workers use",
+    )
+    server.set_defaults(handler=_cmd_tracking_server)
     return parser
 
 
@@ -105,7 +124,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_search(args: argparse.Namespace) -> int:
     from study.runner import run_search
 
-    return run_search(args.config, _overrides(args), address=args.address)
+    return run_search(args.config, _overrides(args), address=args.address, resume=args.resume)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -125,6 +144,20 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         budget=args.budget,
         out=args.out,
     )
+
+
+def _cmd_tracking_server(args: argparse.Namespace) -> int:
+    from study.server import run_server, server_command
+
+    command = server_command(
+        args.backend_store_uri,
+        args.artifacts_destination,
+        args.host,
+        args.port,
+        [h.strip() for h in args.allowed_hosts.split(",") if h.strip()],
+    )
+    logger.info("starting: %s", " ".join(command))
+    return run_server(command)
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -72,19 +72,35 @@ class SearchConfig(_Strict):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep 1/eta at each rung")
     n_startup_trials: int = Field(4, ge=0, description="TPE: random trials before modelling")
+    max_failures: int = Field(
+        1, ge=0, description="retries of a failed trial, each from its last checkpoint"
+    )
 
 
 class ResourcesConfig(_Strict):
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    workers_per_trial: int = Field(1, ge=1, le=1024)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _whole_or_fractional_gpu(self) -> ResourcesConfig:
-        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+        gpus = self.gpus_per_worker
+        if gpus > 1 and gpus != int(gpus):
+            raise ValueError(f"gpus_per_worker: above 1 it must be a whole number, got {gpus}")
+        if self.workers_per_trial > 1 and 0 < gpus < 1:
             raise ValueError(
-                f"gpus_per_trial: above 1 it must be a whole number, got {self.gpus_per_trial}"
+                f"gpus_per_worker: fractional GPUs ({gpus}) cannot be combined with "
+                f"workers_per_trial > 1 (each data-parallel worker needs its own GPU)"
             )
         return self
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return self.cpus_per_worker * self.workers_per_trial
+
+    @property
+    def gpus_per_trial(self) -> float:
+        return self.gpus_per_worker * self.workers_per_trial
 
 
 class TrackingConfig(_Strict):
@@ -125,8 +141,8 @@ class StudyConfig(_Strict):
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "
                 f"got {self.search.grace_period}"
             )
-        if self.resources.gpus_per_trial > 0 and self.train.device == "cpu":
-            raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_trial > 0")
+        if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
+            raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
         return self
 
     @property

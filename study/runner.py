@@ -7,7 +7,10 @@ when all of it passes is anything created.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +18,12 @@ from typing import Any
 
 from search_spaces import SearchSpace
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
-from study.tracking import TrackingTarget, resolve_tracking_uri, start_study_run
+from study.tracking import (
+    TrackingTarget,
+    reopen_study_run,
+    resolve_tracking_uri,
+    start_study_run,
+)
 from trainables.data import DatasetError, DataSpec, ImageDataset, load_dataset
 from trainables.hparams import resolve
 from trainables.trainable import declared_hparams
@@ -59,12 +67,17 @@ def check_batch_size(field: str, sizes: list[int], dataset: ImageDataset) -> Non
 
 
 def _check_tracking_uri(uri: str) -> str:
+    """Validate the URI; a tracking server must answer before anything is launched."""
+    from study.server import check_tracking_server
+
     resolved = resolve_tracking_uri(uri)
-    if resolved.startswith("sqlite:///"):
+    if resolved.startswith(("http://", "https://")):
+        check_tracking_server(resolved)
+    elif resolved.startswith("sqlite:///"):
         parent = Path(resolved.removeprefix("sqlite:///")).parent
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"tracking.tracking_uri: {str(parent)!r} is not a directory")
-    elif not resolved.startswith(("http://", "https://", "postgresql", "mysql", "databricks")):
+    elif not resolved.startswith(("postgresql", "mysql", "databricks")):
         raise ConfigError(
             f"tracking.tracking_uri: unsupported {uri!r}; use sqlite:///FILE.db locally or "
             "http(s)://HOST:PORT for a tracking server (the file store is deprecated)"
@@ -92,8 +105,69 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def run_search(config_path: Path, overrides: Mapping[str, Any], address: str | None) -> int:
+STUDY_STATE = "study.json"
+
+
+def _check_storage(root: Path) -> None:
+    """The study directory must be creatable: its nearest existing ancestor is a
+    writable directory."""
+    ancestor = root
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"storage_path: {str(ancestor)!r} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"storage_path: {str(ancestor)!r} is not writable")
+
+
+def _check_shared_storage(root: Path) -> None:
+    """On a cluster of several nodes, every node must see the study directory: trials
+    write checkpoints there and a resumed study reads them back. A marker file written by
+    the driver is looked for from a task on each node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    probe = ray.remote(num_cpus=0)(_path_exists)
+    marker = root / f".visible-{uuid.uuid4().hex}"
+    marker.write_text("sslstudy")
+    try:
+        blind = []
+        for node in nodes:
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            seen = ray.get(probe.options(scheduling_strategy=strategy).remote(str(marker)))
+            if not seen:
+                blind.append(node.get("NodeManagerAddress", node["NodeID"]))
+    finally:
+        marker.unlink()
+    if blind:
+        raise ConfigError(
+            f"storage_path: {str(root.parent)!r} is not visible from node(s) "
+            f"{', '.join(blind)}; on a multi-node cluster use a shared file system or a "
+            "storage URI every node can reach"
+        )
+
+
+def _path_exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _read_state(root: Path) -> dict[str, Any]:
+    state_file = root / STUDY_STATE
+    if not state_file.is_file():
+        raise ConfigError(f"--resume: no study to resume at {str(root)!r} (no {STUDY_STATE})")
+    return json.loads(state_file.read_text())
+
+
+def run_search(
+    config_path: Path, overrides: Mapping[str, Any], address: str | None, resume: bool = False
+) -> int:
+    import ray
+
     from study.search import default_max_concurrent, run_method, study_root
+    from trainables.ray_trial import DatasetHandle
 
     config = load_config(config_path, overrides)
     spaces = config.spaces()
@@ -105,10 +179,19 @@ def run_search(config_path: Path, overrides: Mapping[str, Any], address: str | N
             )
     tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
     root = study_root(config)
-    if root.exists() and any(root.iterdir()):
+    _check_storage(root)
+    state = None
+    if resume:
+        state = _read_state(root)
+        if state["config"] != config_as_dict(config):
+            raise ConfigError(
+                f"--resume: {str(config_path)!r} differs from the config the study at "
+                f"{str(root)!r} started with; resume with the same config"
+            )
+    elif root.exists() and any(root.iterdir()):
         raise ConfigError(
             f"storage_path: {str(root)!r} already holds a study named {config.name!r}; "
-            "choose another --name or remove that directory"
+            "choose another --name, remove that directory, or pass --resume"
         )
     dataset = load_study_dataset(config)
     for method, space in spaces.items():
@@ -117,23 +200,39 @@ def run_search(config_path: Path, overrides: Mapping[str, Any], address: str | N
             f"methods.{method}.space.batch_size", _batch_sizes(space, default), dataset
         )
 
-    import ray
-
     with ray_session(address):
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            _check_shared_storage(root)
+        except ConfigError:
+            if not resume and not any(root.iterdir()):
+                root.rmdir()
+            raise
         max_concurrent = config.search.max_concurrent or default_max_concurrent(
             config, ray.cluster_resources()
         )
         _prepare_sqlite_dir(tracking_uri)
-        target = start_study_run(
-            tracking_uri,
-            config.experiment,
-            config.name,
-            config_as_dict(config),
-            {m: s.to_dict() for m, s in spaces.items()},
-        )
-        root.mkdir(parents=True, exist_ok=True)
+        if state is None:
+            target = start_study_run(
+                tracking_uri,
+                config.experiment,
+                config.name,
+                config_as_dict(config),
+                {m: s.to_dict() for m, s in spaces.items()},
+            )
+            state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
+                     "experiment_id": target.experiment_id,
+                     "parent_run_id": target.parent_run_id}
+            (root / STUDY_STATE).write_text(json.dumps(state, indent=2))
+        else:
+            target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
+                                    state["parent_run_id"])
+            reopen_study_run(target)
+        # The dataset goes to the object store once for the whole study; every trial
+        # and worker of every method reads it from there.
+        data = DatasetHandle(ray.put(dataset))
         outcomes = [
-            run_method(config, method, space, dataset, target, max_concurrent)
+            run_method(config, method, space, data, target, max_concurrent, resume)
             for method, space in spaces.items()
         ]
     return _finish_search(config, target, tracking_uri, outcomes, root)

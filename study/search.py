@@ -29,9 +29,9 @@ from study.tracking import (
     TrackingTarget,
     close_trial_run,
 )
-from trainables.data import ImageDataset
 from trainables.loop import LoopSettings
-from trainables.trainable import TrialSettings, tune_trial
+from trainables.ray_trial import DatasetHandle, tune_trial
+from trainables.trainable import TrialSettings
 
 logger = logging.getLogger(__name__)
 OPTUNA_DB = "optuna.db"
@@ -154,6 +154,7 @@ def _loop_settings(config: StudyConfig) -> LoopSettings:
 def trial_settings(
     config: StudyConfig, method: str, space: SearchSpace, target: TrackingTarget
 ) -> TrialSettings:
+    resources = config.resources
     return TrialSettings(
         study=config.name,
         method=method,
@@ -161,8 +162,22 @@ def trial_settings(
         loop=_loop_settings(config),
         space=space,
         tracking=target,
-        threads=max(1, int(config.resources.cpus_per_trial)),
+        threads=max(1, int(resources.cpus_per_worker)),
+        workers=resources.workers_per_trial,
+        cpus_per_worker=resources.cpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker,
+        max_failures=config.search.max_failures,
+        storage_path=str(study_root(config) / method / "train_runs"),
     )
+
+
+def _trial_resources(config: StudyConfig) -> dict[str, float]:
+    """What the Tune function itself holds. A multi-worker trial's function only
+    coordinates (its TorchTrainer schedules the workers), so it holds almost nothing."""
+    resources = config.resources
+    if resources.workers_per_trial > 1:
+        return {"cpu": 0.01}
+    return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
 
 
 def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) -> int:
@@ -195,18 +210,77 @@ def _summarise(
     return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
 
 
+def _orphaned_optuna_trials(config: StudyConfig, method: str) -> int:
+    """Mark Optuna trials still RUNNING after the Tuner finished as failed.
+
+    They can only come from a driver that died between asking Optuna for a suggestion and
+    saving the searcher's state; no Tune trial will ever report them.
+    """
+    study = optuna.load_study(
+        study_name=f"{config.name}-{method}", storage=optuna_storage_url(config)
+    )
+    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
 def run_method(
     config: StudyConfig,
     method: str,
     space: SearchSpace,
-    dataset: ImageDataset,
+    data: DatasetHandle,
     target: TrackingTarget,
     max_concurrent: int,
+    resume: bool = False,
 ) -> MethodOutcome:
     search = config.search
     # Keeping only the last checkpoints forces an experiment snapshot whenever one is
     # deleted; Ray warns about that on every small trial, which is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Save the experiment state (trials and searcher) often, so that a study whose driver
+    # dies resumes close to where it was.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    settings = trial_settings(config, method, space, target)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, settings=settings, data=data),
+        _trial_resources(config),
+    )
+    experiment_path = study_root(config) / method
+    if resume and tune.Tuner.can_restore(str(experiment_path)):
+        logger.info("%s: resuming from %s", method, experiment_path)
+        tuner = tune.Tuner.restore(
+            str(experiment_path), trainable=trainable, resume_unfinished=True,
+            resume_errored=False, restart_errored=False,
+        )
+    else:
+        tuner = _new_tuner(config, method, space, trainable, target, max_concurrent)
+    outcome = _summarise(method, space, tuner.fit(), config)
+    orphans = _orphaned_optuna_trials(config, method)
+    if orphans:
+        logger.info("%s: %d Optuna trial(s) left by the dead driver marked failed", method,
+                    orphans)
+    logger.info(
+        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
+        method,
+        outcome.completed,
+        outcome.stopped_early,
+        outcome.failed,
+        search.metric,
+        "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
+    )
+    return outcome
+
+
+def _new_tuner(
+    config: StudyConfig,
+    method: str,
+    space: SearchSpace,
+    trainable: Any,
+    target: TrackingTarget,
+    max_concurrent: int,
+) -> tune.Tuner:
+    search = config.search
     searcher = OptunaSearch(
         space=space.to_optuna(),
         metric=search.metric,
@@ -221,11 +295,6 @@ def run_method(
         grace_period=search.grace_period,
         reduction_factor=search.reduction_factor,
     )
-    settings = trial_settings(config, method, space, target)
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, settings=settings, dataset=dataset),
-        {"cpu": config.resources.cpus_per_trial, "gpu": config.resources.gpus_per_trial},
-    )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -239,7 +308,12 @@ def run_method(
         run_config=tune.RunConfig(
             name=method,
             storage_path=str(study_root(config)),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+            failure_config=tune.FailureConfig(
+                # Multi-worker trials retry inside Ray Train; Tune retries single ones.
+                max_failures=search.max_failures if config.resources.workers_per_trial == 1
+                else 0,
+                fail_fast=False,
+            ),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
                 TrialProgress(method, space, search.metric, config.train.epochs),
@@ -255,14 +329,4 @@ def run_method(
         max_concurrent,
         ", ".join(space.params),
     )
-    outcome = _summarise(method, space, tuner.fit(), config)
-    logger.info(
-        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
-        method,
-        outcome.completed,
-        outcome.stopped_early,
-        outcome.failed,
-        search.metric,
-        "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
-    )
-    return outcome
+    return tuner

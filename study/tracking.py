@@ -64,8 +64,11 @@ class TrialRun:
     ) -> None:
         self.client = MlflowClient(target.tracking_uri)
         if run_id is not None:
+            # A retried or resumed trial continues its run; an earlier attempt may have
+            # marked it failed.
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "status", RUNNING)
             return
         all_tags = dict(tags)
         if target.parent_run_id:
@@ -116,6 +119,12 @@ def start_study_run(
     client.log_dict(run_id, dict(resolved_config), "resolved_config.yaml")
     client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str), "search_spaces.json")
     return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def reopen_study_run(target: TrackingTarget) -> None:
+    """A resumed study continues its parent run."""
+    assert target.parent_run_id is not None
+    MlflowClient(target.tracking_uri).update_run(target.parent_run_id, status="RUNNING")
 
 
 def end_study_run(target: TrackingTarget, summary: Mapping[str, Any], failed: bool) -> None:

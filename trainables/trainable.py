@@ -1,17 +1,15 @@
-"""Pretrain and evaluate one configuration: as a Ray Tune trial or as a local run.
+"""Pretrain and evaluate one configuration: the pieces shared by the Ray trials
+(``trainables.ray_trial``) and by a local run (``sslstudy train``).
 
-Both entry points build the same method over the same generic loop and log the same MLflow
-run; they differ only in who receives the per-epoch results (Tune's ``report`` with a
-checkpoint, or a progress bar).
+Every entry point builds the same method over the same generic loop and logs the same
+MLflow run; they differ only in who receives the per-epoch results (Tune or Train's
+``report`` with a checkpoint, or a progress bar).
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,9 +23,6 @@ from trainables.hparams import TRAINING_HPARAMS, HParam, resolve
 from trainables.loop import EpochResult, LoopSettings, TrainingHParams, train
 from trainables.methods import method_class
 from trainables.methods.base import SSLMethod
-
-logger = logging.getLogger(__name__)
-CHECKPOINT_FILE = "state.pt"
 
 
 def declared_hparams(method: str) -> dict[str, HParam]:
@@ -52,6 +47,12 @@ class TrialSettings:
     space: SearchSpace
     tracking: TrackingTarget
     threads: int = 1
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    max_failures: int = 0
+    #: Where multi-worker trials keep their Ray Train runs (checkpoints).
+    storage_path: str = ""
 
 
 def build_method(
@@ -71,18 +72,20 @@ def run_configuration(
     hparams: Mapping[str, Any],
     report: Callable[[EpochResult], None],
     resume_state: Mapping[str, Any] | None = None,
+    comm: Collective = LOCAL,
 ) -> dict[str, float]:
-    """Build the method from ``hparams`` (checked against their declared domains) and train."""
+    """Build the method from ``hparams`` (checked against their declared domains) and train
+    it; ``comm`` is the process group when the trial is data-parallel."""
     values = resolve(declared_hparams(settings.method), hparams, owner=settings.method)
     training = TrainingHParams(**{k: values[k] for k in TRAINING_HPARAMS})
     method_values = {k: v for k, v in values.items() if k not in TRAINING_HPARAMS}
     torch.manual_seed(settings.loop.seed)
-    method = build_method(settings.method, settings.backbone, dataset, method_values)
+    method = build_method(settings.method, settings.backbone, dataset, method_values, comm)
     loop = replace(settings.loop, device=resolve_device(settings.loop.device))
     return train(method, dataset, training, loop, report, resume_state)
 
 
-def _run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> dict[str, str]:
+def run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> dict[str, str]:
     return {
         "method": settings.method,
         "dataset": dataset.name,
@@ -93,7 +96,7 @@ def _run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> 
     }
 
 
-def _run_to_end(
+def run_to_end(
     run: TrialRun,
     settings: TrialSettings,
     dataset: ImageDataset,
@@ -117,48 +120,6 @@ def _run_to_end(
     return metrics
 
 
-def tune_trial(config: dict[str, Any], *, settings: TrialSettings, dataset: ImageDataset) -> None:
-    """The Ray Tune function trainable: ``config`` holds the sampler's suggestion."""
-    from ray import tune
-
-    # Ray logs every persisted checkpoint at INFO level in the worker; one line per epoch
-    # per trial would drown the progress lines on the driver.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    torch.set_num_threads(settings.threads)
-    hparams = resolve(
-        declared_hparams(settings.method), settings.space.decode(config), owner=settings.method
-    )
-    checkpoint = tune.get_checkpoint()
-    resume_state = None
-    run_id = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume_state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
-        run_id = resume_state.pop("mlflow_run_id")
-    trial_id = tune.get_context().get_trial_id()
-    run = TrialRun(
-        settings.tracking,
-        run_name=f"{settings.method}-{trial_id}",
-        tags=_run_tags(settings, dataset, trial_id),
-        params=hparams,
-        run_id=run_id,
-    )
-
-    def report(result: EpochResult) -> None:
-        run.log_metrics(result.metrics, step=result.epoch)
-        if not result.evaluated:
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            state = {**result.state(), "mlflow_run_id": run.run_id}
-            torch.save(state, Path(directory) / CHECKPOINT_FILE)
-            tune.report(
-                dict(result.metrics),
-                checkpoint=tune.Checkpoint.from_directory(directory),
-            )
-
-    _run_to_end(run, settings, dataset, hparams, report, resume_state)
-
-
 def local_run(
     settings: TrialSettings,
     dataset: ImageDataset,
@@ -171,7 +132,7 @@ def local_run(
     run = TrialRun(
         settings.tracking,
         run_name=f"{settings.method}-train",
-        tags=_run_tags(settings, dataset, "local"),
+        tags=run_tags(settings, dataset, "local"),
         params=hparams,
     )
 
@@ -180,7 +141,7 @@ def local_run(
         on_epoch(result)
 
     try:
-        return run.run_id, _run_to_end(run, settings, dataset, hparams, report, None)
+        return run.run_id, run_to_end(run, settings, dataset, hparams, report, None)
     except KeyboardInterrupt:
         run.finish(FAILED, reason="interrupted by the user")
         raise

@@ -1,0 +1,193 @@
+"""The Ray Tune trainable: one trial, on one worker or data-parallel on several.
+
+With one worker the Tune function trains in its own process. With several, it is a
+coordinator: it fits a Ray Train ``TorchTrainer`` (the Train V2 pattern of a trainer
+launched from inside a Tune function) whose workers run the same generic loop under
+DistributedDataParallel, NCCL on GPUs and gloo on CPUs, and ``TuneReportCallback`` passes
+rank 0's reports back to Tune, so the scheduler and the searcher see one trial.
+
+Either way a trial writes one MLflow run: its id travels with every checkpoint, and a
+retried or resumed trial continues that run (or finds it by trial id if it failed before
+its first checkpoint) instead of starting another.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from study.tracking import TrialRun, find_trial_run
+from trainables.data import ImageDataset
+from trainables.distributed import Collective
+from trainables.hparams import resolve
+from trainables.loop import EpochResult
+from trainables.trainable import (
+    TrialSettings,
+    declared_hparams,
+    run_configuration,
+    run_tags,
+    run_to_end,
+)
+
+CHECKPOINT_FILE = "state.pt"
+RUN_ID_KEY = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class DatasetHandle:
+    """The study's dataset in Ray's object store: put once by the driver, read by every
+    trial and every worker without reloading it."""
+
+    ref: ray.ObjectRef
+
+    def get(self) -> ImageDataset:
+        return ray.get(self.ref)
+
+
+def _quiet_ray_train() -> None:
+    # Ray logs every persisted checkpoint at INFO level in the worker; one line per epoch
+    # per trial would drown the progress lines on the driver.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def _load_checkpoint(checkpoint: Any) -> tuple[dict[str, Any] | None, str | None]:
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    return state, state.pop(RUN_ID_KEY)
+
+
+def _open_run(
+    settings: TrialSettings,
+    dataset: ImageDataset,
+    hparams: Mapping[str, Any],
+    trial_id: str,
+    run_id: str | None,
+) -> TrialRun:
+    """This trial's MLflow run: the checkpoint's, else one an earlier attempt created."""
+    run_id = run_id or find_trial_run(settings.tracking, trial_id)
+    return TrialRun(
+        settings.tracking,
+        run_name=f"{settings.method}-{trial_id}",
+        tags=run_tags(settings, dataset, trial_id),
+        params=hparams,
+        run_id=run_id,
+    )
+
+
+def _checkpointing_report(
+    run: TrialRun | None, send: Callable[[dict[str, float], Any], None], is_writer: bool
+) -> Callable[[EpochResult], None]:
+    """A loop reporter that logs every epoch to MLflow and, at evaluations, hands the
+    metrics and (from the writing rank only) a checkpoint to ``send``."""
+    from ray import tune
+
+    def report(result: EpochResult) -> None:
+        if run is not None:
+            run.log_metrics(result.metrics, step=result.epoch)
+        if not result.evaluated:
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if is_writer:
+                state = {**result.state(), RUN_ID_KEY: run.run_id if run else ""}
+                torch.save(state, Path(directory) / CHECKPOINT_FILE)
+                checkpoint = tune.Checkpoint.from_directory(directory)
+            send(dict(result.metrics), checkpoint)
+
+    return report
+
+
+def tune_trial(config: dict[str, Any], *, settings: TrialSettings, data: DatasetHandle) -> None:
+    """The Ray Tune function trainable: ``config`` holds the sampler's suggestion."""
+    from ray import tune
+
+    _quiet_ray_train()
+    hparams = resolve(
+        declared_hparams(settings.method), settings.space.decode(config), owner=settings.method
+    )
+    if settings.workers > 1:
+        _fit_data_parallel(settings, data, hparams)
+        return
+    torch.set_num_threads(settings.threads)
+    dataset = data.get()
+    resume_state, run_id = _load_checkpoint(tune.get_checkpoint())
+    run = _open_run(settings, dataset, hparams, tune.get_context().get_trial_id(), run_id)
+    report = _checkpointing_report(
+        run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True
+    )
+    run_to_end(run, settings, dataset, hparams, report, resume_state)
+
+
+def _fit_data_parallel(
+    settings: TrialSettings, data: DatasetHandle, hparams: Mapping[str, Any]
+) -> None:
+    """Coordinate one multi-worker trial: create its MLflow run, fit a TorchTrainer whose
+    rank-0 reports reach Tune, and close the run once the trainer is done."""
+    from ray import train, tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from study.tracking import COMPLETED, FAILED
+
+    trial_id = tune.get_context().get_trial_id()
+    dataset = data.get()
+    run = _open_run(settings, dataset, hparams, trial_id, None)
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "settings": settings, "data": data, "hparams": dict(hparams), "run_id": run.run_id,
+        },
+        scaling_config=train.ScalingConfig(
+            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=train.RunConfig(
+            # The same name on a resumed trial lets Train continue from its checkpoint.
+            name=f"{settings.method}-{trial_id}",
+            storage_path=settings.storage_path,
+            failure_config=train.FailureConfig(max_failures=settings.max_failures),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:
+        run.finish(FAILED, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish(COMPLETED)
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One data-parallel worker: the generic loop with a process-group collective."""
+    from ray import train
+    from ray.train.torch import get_device
+
+    _quiet_ray_train()
+    settings: TrialSettings = config["settings"]
+    torch.set_num_threads(settings.threads)
+    dataset = config["data"].get()
+    comm = Collective.from_process_group()
+    resume_state, _ = _load_checkpoint(train.get_checkpoint())
+    run = None
+    if comm.rank == 0:
+        run = TrialRun(settings.tracking, run_name="", tags={}, params={},
+                       run_id=config["run_id"])
+    settings = replace(settings, loop=replace(settings.loop, device=str(get_device())))
+    report = _checkpointing_report(
+        run, lambda metrics, checkpoint: train.report(metrics, checkpoint=checkpoint),
+        comm.rank == 0,
+    )
+    run_configuration(settings, dataset, config["hparams"], report, resume_state, comm)
