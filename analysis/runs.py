@@ -151,5 +151,7 @@ def load_experiment(tracking_uri: str, experiment: str, metric: str, mode: str) 
     for name in params:
         table[name] = _coerce(table[name])
     metrics = sorted({k for r in trials for k in r.data.metrics})
+    # A step logged twice (an epoch retrained after a crash) counts once, with its last value.
     history = pd.DataFrame(history_rows, columns=["run_id", "metric", "step", "value"])
+    history = history.drop_duplicates(["run_id", "metric", "step"], keep="last")
     return Experiment(table, history, params, metrics, _spaces(client, parents))

@@ -98,7 +98,7 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address=address, logging_level=logging.WARNING)
     try:
         yield
     finally:
@@ -154,6 +154,29 @@ def _path_exists(path: str) -> bool:
     return Path(path).exists()
 
 
+#: Settings that may change between a study's start and its resumption.
+_RESUMABLE_CHANGES = frozenset({"search.max_concurrent"})
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _changed_field(started: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first setting that differs between two resolved configs, ignoring those that
+    may change on resume."""
+    before, after = _flatten(started), _flatten(now)
+    for key in sorted(set(before) | set(after)):
+        if key not in _RESUMABLE_CHANGES and before.get(key) != after.get(key):
+            return key
+    return None
+
+
 def _read_state(root: Path) -> dict[str, Any]:
     state_file = root / STUDY_STATE
     if not state_file.is_file():
@@ -183,10 +206,11 @@ def run_search(
     state = None
     if resume:
         state = _read_state(root)
-        if state["config"] != config_as_dict(config):
+        changed = _changed_field(state["config"], config_as_dict(config))
+        if changed:
             raise ConfigError(
-                f"--resume: {str(config_path)!r} differs from the config the study at "
-                f"{str(root)!r} started with; resume with the same config"
+                f"--resume: {changed} differs from the config the study at {str(root)!r} "
+                "started with; resume with the same config"
             )
     elif root.exists() and any(root.iterdir()):
         raise ConfigError(

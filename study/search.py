@@ -173,10 +173,11 @@ def trial_settings(
 
 def _trial_resources(config: StudyConfig) -> dict[str, float]:
     """What the Tune function itself holds. A multi-worker trial's function only
-    coordinates (its TorchTrainer schedules the workers), so it holds almost nothing."""
+    coordinates (its TorchTrainer schedules the workers) and holds a token 0.001 CPU; Ray
+    refuses an empty request."""
     resources = config.resources
     if resources.workers_per_trial > 1:
-        return {"cpu": 0.01}
+        return {"cpu": 0.001}
     return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
 
 
@@ -184,7 +185,10 @@ def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) ->
     """As many trials as the cluster can hold at once: when a trial needs GPUs, GPUs are the
     limit, so that trials never sit holding CPUs while they wait for a GPU."""
     resources = config.resources
-    fits = math.floor(cluster.get("CPU", 1) / resources.cpus_per_trial)
+    cpus = resources.cpus_per_trial + _trial_resources(config)["cpu"] * (
+        resources.workers_per_trial > 1
+    )
+    fits = math.floor(cluster.get("CPU", 1) / cpus)
     if resources.gpus_per_trial > 0:
         fits = min(fits, math.floor(cluster.get("GPU", 0) / resources.gpus_per_trial))
     return max(1, fits)

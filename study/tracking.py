@@ -150,11 +150,14 @@ def find_trial_run(target: TrackingTarget, trial_id: str) -> str | None:
 def close_trial_run(
     target: TrackingTarget, trial_id: str, budget: int | None, max_budget: int, error: str | None
 ) -> None:
-    """Give a trial's run its final status once Tune is done with the trial.
+    """Give a trial's run its final status once Tune is done with the trial; Tune's view
+    is authoritative.
 
-    A trial that Tune stopped early (ASHA) never returns from its function, so the driver
-    closes its run here; a trial that finished or failed on its own has closed its run
-    already, and this only confirms the status.
+    A trial that Tune stopped early (ASHA) never returns from its function, so its run is
+    closed here. A trial Tune saw complete is completed or stopped early by its budget,
+    even if its process recorded a failure while being torn down (a multi-worker trial's
+    trainer dies with the trial's placement group). A trial Tune saw fail keeps the reason
+    its process recorded, or gets Tune's.
     """
     run_id = find_trial_run(target, trial_id)
     if run_id is None:
@@ -162,16 +165,16 @@ def close_trial_run(
         return
     client = MlflowClient(target.tracking_uri)
     run = client.get_run(run_id)
-    if run.info.status in ("FINISHED", "FAILED") and run.data.tags.get("status") != RUNNING:
-        return
     if error is not None:
-        status = FAILED
-    elif budget is not None and budget >= max_budget:
-        status = COMPLETED
-    else:
-        status = STOPPED_EARLY
-    tags = [RunTag("status", status)]
-    if error:
-        tags.append(RunTag("failure_reason", error[:5000]))
-    client.log_batch(run_id, tags=tags)
-    client.set_terminated(run_id, "FAILED" if status == FAILED else "FINISHED")
+        if run.data.tags.get("status") == FAILED:
+            return
+        client.log_batch(
+            run_id, tags=[RunTag("status", FAILED), RunTag("failure_reason", error[:5000])]
+        )
+        client.set_terminated(run_id, "FAILED")
+        return
+    status = COMPLETED if budget is not None and budget >= max_budget else STOPPED_EARLY
+    client.set_tag(run_id, "status", status)
+    if "failure_reason" in run.data.tags:
+        client.delete_tag(run_id, "failure_reason")
+    client.set_terminated(run_id, "FINISHED")

@@ -1,0 +1,162 @@
+"""Studies that survive faults, on a 2-CPU local Ray: data-parallel trials, a driver
+killed with SIGKILL and resumed, a trial process killed and retried from its checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster_address():
+    ray.init(num_cpus=2, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _config(tmp: Path, name: str, methods: dict, **sections) -> Path:
+    config = {
+        "name": name,
+        "storage_path": str(tmp / "ray"),
+        "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
+        "train": {"epochs": 3, "device": "cpu"},
+        "search": {"num_samples": 2, "grace_period": 3, "n_startup_trials": 1},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": name},
+        "methods": methods,
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _children(tmp: Path, experiment: str) -> list:
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+
+
+def _steps(tmp: Path, run_id: str, metric: str) -> list[int]:
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+SMALL = {"batch_size": {"choices": [32, 64]}}
+
+
+def test_data_parallel_trials_run_on_two_workers(cluster_address, tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, "ddp",
+        {"simclr": {"space": SMALL}, "moco": {"space": {**SMALL, "queue_size": 64}}},
+        resources={"workers_per_trial": 2, "cpus_per_worker": 0.5},
+        search={"num_samples": 1},
+    )
+    assert main(["search", str(config)]) == 0
+    runs = _children(tmp_path, "ddp")
+    assert sorted(r.data.tags["method"] for r in runs) == ["moco", "simclr"]
+    for run in runs:
+        assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
+        assert _steps(tmp_path, run.info.run_id, "knn_acc") == [1, 2, 3]
+        assert "linear_acc" in run.data.metrics
+
+
+def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
+    cluster_address, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, "resume", {"simclr": {"space": SMALL}},
+                     search={"num_samples": 4}, train={"epochs": 4})
+    command = [sys.executable, "-m", "study.cli", "search", str(config),
+               "--address", cluster_address, "--max-concurrent", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(
+            lambda: any(r.data.tags.get("status") == "completed"
+                        for r in _children(tmp_path, "resume")),
+            240, "a first completed trial",
+        )
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    before = {r.data.tags["trial_id"]: r.data.metrics.get("knn_acc")
+              for r in _children(tmp_path, "resume")
+              if r.data.tags.get("status") == "completed"}
+    assert before
+
+    assert main(["search", str(config), "--resume", "--address", cluster_address]) == 0
+    runs = _children(tmp_path, "resume")
+    trial_ids = [r.data.tags["trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids)) == 4, "one MLflow run per trial"
+    for run in runs:
+        assert run.data.tags["status"] in ("completed", "stopped_early")
+        # An epoch the dead driver never saw checkpointed is trained, and logged, again.
+        steps = set(_steps(tmp_path, run.info.run_id, "knn_acc"))
+        assert steps == set(range(1, int(run.data.tags["budget"]) + 1))
+    for trial_id, value in before.items():
+        kept = next(r for r in runs if r.data.tags["trial_id"] == trial_id)
+        assert kept.data.metrics["knn_acc"] == value, "finished trials are kept as they were"
+    storage = f"sqlite:///{tmp_path / 'ray' / 'resume' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="resume-simclr", storage=storage).trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    best_before = max(before.values())
+    assert max(t.value for t in complete) >= best_before
+
+
+def _trial_process_ids() -> list[int]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
+                             check=True).stdout
+    return [int(line.split()[0]) for line in listing.splitlines()
+            if "ray::ImplicitFunc" in line or "ray::tune_trial" in line]
+
+
+def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_path: Path
+                                                          ) -> None:
+    config = _config(tmp_path, "retry", {"simclr": {"space": SMALL}},
+                     search={"num_samples": 1, "max_failures": 1},
+                     train={"epochs": 6})
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "search", str(config), "--address", cluster_address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 2
+                              for r in _children(tmp_path, "retry")), 240, "two epochs")
+        pids = _trial_process_ids()
+        assert pids, "no trial process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        assert driver.wait(timeout=300) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    (run,) = _children(tmp_path, "retry")
+    assert run.data.tags["status"] == "completed"
+    assert set(_steps(tmp_path, run.info.run_id, "knn_acc")) == {1, 2, 3, 4, 5, 6}
