@@ -54,6 +54,9 @@ class TrainConfig(_Strict):
     knn_k: int = Field(200, ge=1)
     knn_temperature: float = Field(0.1, gt=0)
     linear_probe: Literal["final", "every", "never"] = "final"
+    sync_bn: bool = Field(
+        False, description="SyncBatchNorm across the workers of a trial (GPUs only)"
+    )
 
     @model_validator(mode="after")
     def _warmup_within_budget(self) -> TrainConfig:
@@ -140,6 +143,13 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "
                 f"got {self.search.grace_period}"
+            )
+        if self.train.sync_bn and (
+            self.resources.workers_per_trial < 2 or self.resources.gpus_per_worker == 0
+        ):
+            raise ValueError(
+                "train.sync_bn: needs workers_per_trial > 1 on GPUs (SyncBatchNorm has no "
+                "CPU implementation)"
             )
         if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
             raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")

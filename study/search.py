@@ -148,6 +148,7 @@ def _loop_settings(config: StudyConfig) -> LoopSettings:
         knn_k=train.knn_k,
         knn_temperature=train.knn_temperature,
         linear_probe=train.linear_probe,
+        sync_bn=train.sync_bn,
     )
 
 

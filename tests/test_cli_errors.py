@@ -64,6 +64,7 @@ CONFIG_CASES = [
     (_with("resources", {"workers_per_trial": 0}), "resources.workers_per_trial"),
     (_with("resources", {"cpus_per_trial": 2}), "resources.cpus_per_trial: unknown key"),
     (_with("search.max_failures", -1), "search.max_failures"),
+    (_with("train.sync_bn", True), "train.sync_bn: needs workers_per_trial > 1 on GPUs"),
     (_with("train.device", "cpu") | {"resources": {"gpus_per_worker": 1}},
      "train.device: 'cpu' contradicts"),
     (_with("tracking.tracking_uri", "http://127.0.0.1:9"),

@@ -53,6 +53,8 @@ class LoopSettings:
     knn_k: int = 200
     knn_temperature: float = 0.1
     linear_probe: Literal["final", "every", "never"] = "final"
+    #: Normalise BatchNorm over the global batch (data-parallel GPU trials only).
+    sync_bn: bool = False
 
 
 @dataclass
@@ -132,6 +134,13 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, comm: Collecti
         yield order[offset : offset + per_rank]
 
 
+def _use_sync_bn(method: SSLMethod) -> None:
+    """Make the method's BatchNorm layers SyncBatchNorm in place, so that statistics
+    cover the global batch (SimCLR's global BN)."""
+    for name, child in list(method.named_children()):
+        setattr(method, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+
+
 def _wrap(method: SSLMethod, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel when the method spans several workers: it averages
     parameter gradients, which with the gathering losses gives the global gradient."""
@@ -160,6 +169,8 @@ def train(
             f"batch_size {hparams.batch_size} is not divisible by the {comm.world_size} workers"
         )
     device = torch.device(settings.device)
+    if settings.sync_bn and comm.distributed:
+        _use_sync_bn(method)
     method.to(device)
     model = _wrap(method, device)
     policy = AugmentationPolicy.from_strength(hparams.aug_strength)

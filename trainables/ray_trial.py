@@ -74,13 +74,16 @@ def _open_run(
 ) -> TrialRun:
     """This trial's MLflow run: the checkpoint's, else one an earlier attempt created."""
     run_id = run_id or find_trial_run(settings.tracking, trial_id)
-    return TrialRun(
+    run = TrialRun(
         settings.tracking,
         run_name=f"{settings.method}-{trial_id}",
         tags=run_tags(settings, dataset, trial_id),
         params=hparams,
         run_id=run_id,
     )
+    # Which Ray node ran (or resumed) the trial, for debugging a cluster.
+    run.client.set_tag(run.run_id, "ray_node", ray.get_runtime_context().get_node_id())
+    return run
 
 
 def _checkpointing_report(
