@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace
 from study.config import StudyConfig
-from study.tracking import (
-    TrackingTarget,
-    close_trial_run,
-)
+from study.tracking import TrackingTarget, close_trial_run, find_trial_run
 from trainables.loop import LoopSettings
 from trainables.ray_trial import DatasetHandle, tune_trial
 from trainables.trainable import TrialSettings
@@ -82,6 +80,37 @@ def _error_text(trial: Any) -> str:
     # Ray wraps the trial's exception; its last line carries the original message.
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text
+
+
+class LinkedOptunaSearch(OptunaSearch):
+    """OptunaSearch that links each Optuna trial to its Tune trial and MLflow run (user
+    attribute ``tune_trial_id``) and records why a failed trial failed (``failure_reason``,
+    read from the MLflow run, where the trial wrote it before raising)."""
+
+    def __init__(self, *args: Any, target: TrackingTarget, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._target = target
+
+    def suggest(self, trial_id: str) -> dict | None:
+        suggestion = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        return suggestion
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_trials[trial_id].set_user_attr("failure_reason", self._reason(trial_id))
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _reason(self, trial_id: str) -> str:
+        run_id = find_trial_run(self._target, trial_id)
+        if run_id is not None:
+            tags = MlflowClient(self._target.tracking_uri).get_run(run_id).data.tags
+            if tags.get("failure_reason"):
+                return tags["failure_reason"]
+        return "the trial's process died; see the Ray logs"
 
 
 class CloseTrialRuns(tune.Callback):
@@ -286,13 +315,14 @@ def _new_tuner(
     max_concurrent: int,
 ) -> tune.Tuner:
     search = config.search
-    searcher = OptunaSearch(
+    searcher = LinkedOptunaSearch(
         space=space.to_optuna(),
         metric=search.metric,
         mode=search.mode,
         sampler=_sampler(config),
         study_name=f"{config.name}-{method}",
         storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
+        target=target,
     )
     scheduler = ASHAScheduler(
         time_attr="epoch",

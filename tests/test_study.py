@@ -150,6 +150,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> No
     storage = f"sqlite:///{tmp_path / 'ray' / 'diverge' / 'optuna.db'}"
     trials = optuna.load_study(study_name="diverge-simclr", storage=storage).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    for trial in trials:
+        assert "NonFiniteLossError: loss became" in trial.user_attrs["failure_reason"]
+        assert trial.user_attrs["tune_trial_id"] in {r.data.tags["trial_id"] for r in children}
 
 
 def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:

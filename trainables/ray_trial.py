@@ -167,6 +167,11 @@ def _fit_data_parallel(
     )
     try:
         trainer.fit()
+    except ray.exceptions.RayActorError:
+        # The trainer's controller died with the trial's placement group: Tune is stopping
+        # this trial (budget reached or ASHA), or its node is gone. The driver knows which
+        # and closes the run accordingly.
+        raise
     except Exception as exc:
         run.finish(FAILED, reason=f"{type(exc).__name__}: {exc}")
         raise
