@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -90,6 +91,20 @@ def _prepare_sqlite_dir(uri: str) -> None:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _check_address(address: str | None) -> None:
+    """A ``HOST:PORT`` Ray address must accept connections: ``ray.init`` would otherwise
+    retry for minutes before failing."""
+    if address is None or address == "auto" or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"--address: expected auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray cluster answers at {address} ({exc})") from None
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Connect to ``address`` or start a local Ray; reuse one already started (tests)."""
@@ -98,7 +113,10 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        ray.init(address=address, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise ConfigError(f"--address: cannot connect to Ray at {address} ({exc})") from None
     try:
         yield
     finally:
@@ -201,6 +219,7 @@ def run_search(
                 "use `sslstudy train` for a single configuration"
             )
     tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
+    _check_address(address)
     root = study_root(config)
     _check_storage(root)
     state = None
