@@ -95,7 +95,7 @@ def analyse_method(
 ) -> MethodAnalysis:
     runs = experiment.runs[experiment.runs["method"] == method].set_index("run_id", drop=False)
     failed = runs[runs["status"] == "failed"]
-    usable = runs[(runs["status"] != "failed") & (runs["status"] != "running")]
+    usable = runs[runs["status"].isin(["completed", "stopped_early"])]
     usable = usable[usable[f"final_{metric}"].notna()] if f"final_{metric}" in usable else \
         usable.iloc[0:0]
     if usable.empty:

@@ -26,7 +26,12 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SearchSpace
 from study.config import StudyConfig
-from study.tracking import TrackingTarget, close_trial_run, find_trial_run
+from study.tracking import (
+    TrackingTarget,
+    close_orphaned_runs,
+    close_trial_run,
+    find_trial_run,
+)
 from trainables.loop import LoopSettings
 from trainables.ray_trial import DatasetHandle, tune_trial
 from trainables.trainable import TrialSettings
@@ -274,7 +279,7 @@ def run_method(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Save the experiment state (trials and searcher) often, so that a study whose driver
     # dies resumes close to where it was.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     settings = trial_settings(config, method, space, target)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, settings=settings, data=data),
@@ -291,9 +296,12 @@ def run_method(
         tuner = _new_tuner(config, method, space, trainable, target, max_concurrent)
     outcome = _summarise(method, space, tuner.fit(), config)
     orphans = _orphaned_optuna_trials(config, method)
-    if orphans:
-        logger.info("%s: %d Optuna trial(s) left by the dead driver marked failed", method,
-                    orphans)
+    orphan_runs = close_orphaned_runs(target, method)
+    if orphans or orphan_runs:
+        logger.info(
+            "%s: closed %d Optuna trial(s) and %d MLflow run(s) that a dead driver started "
+            "without recording them", method, orphans, orphan_runs,
+        )
     logger.info(
         "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
         method,

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 #: Child-run statuses written to the ``status`` tag.
 COMPLETED, STOPPED_EARLY, FAILED, RUNNING = "completed", "stopped_early", "failed", "running"
+#: A run whose trial the driver never recorded before dying; the resumed study has no
+#: such trial.
+ORPHANED = "orphaned"
 STUDY_ROLE_TAG = "sslstudy.role"
 
 
@@ -119,6 +122,30 @@ def start_study_run(
     client.log_dict(run_id, dict(resolved_config), "resolved_config.yaml")
     client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str), "search_spaces.json")
     return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def close_orphaned_runs(target: TrackingTarget, method: str) -> int:
+    """Close the child runs of ``method`` still running after its Tuner finished.
+
+    Tune closes every trial it knows, so such a run belongs to a trial that a dead driver
+    started but never saved in its experiment state: no trial will ever finish it.
+    """
+    client = MlflowClient(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=(
+            f"tags.`mlflow.parentRunId` = '{target.parent_run_id}' and tags.method = '{method}'"
+            " and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in runs:
+        client.log_batch(run.info.run_id, tags=[
+            RunTag("status", ORPHANED),
+            RunTag("failure_reason", "the driver died before recording this trial; the "
+                                     "resumed study continued without it"),
+        ])
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)
 
 
 def reopen_study_run(target: TrackingTarget) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from trainables.data import DataSpec, ImageDataset, load_dataset
 
@@ -12,6 +15,25 @@ from trainables.data import DataSpec, ImageDataset, load_dataset
 def _single_thread_torch():
     # CI has two cores; one thread per test process keeps timings predictable.
     torch.set_num_threads(1)
+
+
+def write_study_config(tmp: Path, name: str, methods: dict, **sections: dict) -> Path:
+    """A small study config in ``tmp``: 256 generated images, CPU, SQLite tracking in
+    ``tmp/mlflow.db`` and Ray results in ``tmp/ray``; ``sections`` update its sections."""
+    config: dict = {
+        "name": name,
+        "storage_path": str(tmp / "ray"),
+        "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
+        "train": {"epochs": 3, "device": "cpu"},
+        "search": {"num_samples": 2, "grace_period": 3, "n_startup_trials": 1},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": name},
+        "methods": methods,
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,22 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes
         assert resumed[epoch]["knn_acc"] == results[epoch]["knn_acc"]
 
 
+def test_resuming_after_the_last_epoch_reports_the_final_result_again(tiny_shapes) -> None:
+    """A driver that died before learning a run had finished restores it from the last
+    checkpoint: the loop trains nothing and repeats the final result for the scheduler."""
+    last: dict = {}
+    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS,
+          lambda r: last.update(state=r.state(), metrics=r.metrics))
+    buffer = io.BytesIO()
+    torch.save(last["state"], buffer)
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    again: list = []
+    final = train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS, again.append,
+                  resume_state=state)
+    assert [(r.epoch, r.evaluated, r.final) for r in again] == [(3, True, True)]
+    assert final == last["metrics"] == again[0].metrics
+
+
 def test_reports_every_epoch_and_evaluates_on_schedule(tiny_shapes) -> None:
     seen = []
     settings = LoopSettings(epochs=3, eval_every=2, seed=0, linear_probe="final")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import ray
 import yaml
+from conftest import write_study_config
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
@@ -24,23 +25,13 @@ def ray_instance():
     ray.shutdown()
 
 
-def _config(tmp: Path, name: str, **extra) -> Path:
-    config = {
-        "name": name,
-        "storage_path": str(tmp / "ray"),
-        "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
-        "train": {"epochs": 3, "device": "cpu"},
-        "search": {"num_samples": 3, "grace_period": 1, "n_startup_trials": 2},
-        "tracking": {"tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "experiment": name},
-        "methods": {
-            "simclr": {"space": {"batch_size": {"choices": [32, 64]}}},
-            "moco": {"space": {"batch_size": {"choices": [32, 64]}, "queue_size": 128}},
-        },
-        **extra,
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+SMALL = {"batch_size": {"choices": [32, 64]}}
+METHODS = {"simclr": {"space": SMALL}, "moco": {"space": {**SMALL, "queue_size": 128}}}
+SEARCH = {"num_samples": 3, "grace_period": 1, "n_startup_trials": 2}
+
+
+def _config(tmp: Path, name: str) -> Path:
+    return write_study_config(tmp, name, METHODS, search=SEARCH)
 
 
 @pytest.fixture(scope="module")

@@ -189,14 +189,22 @@ def train(
         view_generator.set_state(resume_state["view_generator"])
         start_epoch = int(resume_state["epoch"]) + 1
 
-    def state(epoch: int) -> Callable[[], dict[str, Any]]:
+    def state(epoch: int, metrics: dict[str, float]) -> Callable[[], dict[str, Any]]:
         return lambda: {
             "method": method.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "view_generator": view_generator.get_state(),
             "epoch": epoch,
+            "metrics": dict(metrics),
         }
+
+    if resume_state is not None and start_epoch > settings.epochs:
+        # Resumed from the checkpoint of the last epoch (the driver died before it learnt
+        # that the run had finished): report that epoch's result again, train nothing.
+        metrics = dict(resume_state["metrics"])
+        report(EpochResult(settings.epochs, metrics, True, True, state(settings.epochs, metrics)))
+        return metrics
 
     # The uint8 images move to the training device once; batches are then index lookups
     # on the device and augmentation never waits for a host-to-device copy.
@@ -237,5 +245,5 @@ def train(
                 settings.linear_probe == "final" and final
             )
             metrics.update(evaluate(method, dataset, settings, with_linear))
-        report(EpochResult(epoch, metrics, evaluated, final, state(epoch)))
+        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics)))
     return metrics

@@ -40,6 +40,11 @@ class SSLMethod(nn.Module):
         self.hparams = dict(hparams)
         #: The process group a batch spans; losses that use the batch gather through it.
         self.comm = comm
+        self.build()
+
+    def build(self) -> None:
+        """Create the method's heads and state from ``self.hparams`` (called once, at the
+        end of construction), so that a method declares what it adds, not a constructor."""
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         """Return the scalar training loss for one batch of views."""

@@ -20,15 +20,13 @@ SplitBatchNorm.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainables.distributed import LOCAL, Collective
 from trainables.heads import projection_mlp
 from trainables.hparams import HParam
 from trainables.losses import info_nce
@@ -52,16 +50,10 @@ class MoCo(SSLMethod):
         ),
     })
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        hparams: Mapping[str, Any],
-        comm: Collective = LOCAL,
-    ) -> None:
-        super().__init__(encoder, feature_dim, hparams, comm)
+    def build(self) -> None:
+        hparams = self.hparams
         self.projector = projection_mlp(
-            feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
+            self.feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
         )
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)

@@ -9,14 +9,12 @@ the default search space probes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from types import MappingProxyType
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from trainables.distributed import LOCAL, Collective
 from trainables.heads import projection_mlp
 from trainables.hparams import HParam
 from trainables.losses import nt_xent
@@ -32,16 +30,9 @@ class SimCLR(SSLMethod):
         "proj_dim": HParam("int", 128, "output width of the projection MLP", low=1),
     })
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        hparams: Mapping[str, Any],
-        comm: Collective = LOCAL,
-    ) -> None:
-        super().__init__(encoder, feature_dim, hparams, comm)
+    def build(self) -> None:
         self.projector = projection_mlp(
-            feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
+            self.feature_dim, self.hparams["proj_hidden_dim"], self.hparams["proj_dim"]
         )
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
