@@ -88,9 +88,6 @@ class TrialRun:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch, tags=[RunTag("budget", str(step))])
 
-    def log_artifact(self, path: Path) -> None:
-        self.client.log_artifact(self.run_id, str(path))
-
     def finish(self, status: str, reason: str | None = None) -> None:
         tags = [RunTag("status", status)]
         if reason:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 def extract_features(
     encoder: nn.Module, images: Tensor, device: torch.device, batch_size: int = 512
 ) -> Tensor:
-    """Features of uint8 images (no augmentation) as a float32 CPU-free tensor on ``device``."""
+    """Features of uint8 images (no augmentation), as a float32 tensor on ``device``."""
     was_training = encoder.training
     encoder.eval()
     try:

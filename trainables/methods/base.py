@@ -8,6 +8,7 @@ this contract.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ from trainables.distributed import LOCAL, Collective
 from trainables.hparams import HParam
 
 
-class SSLMethod(nn.Module):
+class SSLMethod(nn.Module, ABC):
     #: Registry name, used in configs, MLflow tags and reports.
     name: ClassVar[str]
     #: The source document the method follows (a file in ../shared/seeds/).
@@ -46,6 +47,6 @@ class SSLMethod(nn.Module):
         """Create the method's heads and state from ``self.hparams`` (called once, at the
         end of construction), so that a method declares what it adds, not a constructor."""
 
+    @abstractmethod
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         """Return the scalar training loss for one batch of views."""
-        raise NotImplementedError
