@@ -21,6 +21,7 @@ from search_spaces import SearchSpace
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
 from study.tracking import (
     TrackingTarget,
+    get_or_create_experiment,
     reopen_study_run,
     resolve_tracking_uri,
     start_study_run,
@@ -344,10 +345,7 @@ def run_train(
 
     _prepare_sqlite_dir(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(config.experiment)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(config.experiment)
-    )
+    experiment_id = get_or_create_experiment(client, tracking_uri, config.experiment)
     settings = trial_settings(config, method, space, TrackingTarget(tracking_uri, experiment_id))
     logger.info("training %s on %s: %s", method, dataset.name,
                 ", ".join(f"{k}={v}" for k, v in hparams.items()))

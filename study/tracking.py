@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
@@ -88,12 +89,43 @@ class TrialRun:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch, tags=[RunTag("budget", str(step))])
 
+    def log_result(
+        self, metrics: Mapping[str, float], step: int, artifacts: Mapping[str, bytes]
+    ) -> None:
+        """Metrics at ``step`` and any files (relative path to content) of that step."""
+        self.log_metrics(metrics, step)
+        for relative, content in artifacts.items():
+            path = PurePosixPath(relative)
+            with tempfile.TemporaryDirectory() as directory:
+                local = Path(directory) / path.name
+                local.write_bytes(content)
+                parent = str(path.parent)
+                self.client.log_artifact(self.run_id, str(local),
+                                         artifact_path=None if parent == "." else parent)
+
     def finish(self, status: str, reason: str | None = None) -> None:
         tags = [RunTag("status", status)]
         if reason:
             tags.append(RunTag("failure_reason", reason[:5000]))
         self.client.log_batch(self.run_id, tags=tags)
         self.client.set_terminated(self.run_id, "FAILED" if status == FAILED else "FINISHED")
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps artifacts: beside a local SQLite database (MLflow's
+    default, ``./mlruns`` of the current directory, would scatter them into each Ray
+    trial's working directory); a tracking server's own artifact store otherwise."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        return (database.parent / "mlartifacts").as_uri()
+    return None
+
+
+def get_or_create_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
 
 
 def start_study_run(
@@ -107,11 +139,7 @@ def start_study_run(
     config and the search spaces as artifacts; the analysis reads the spaces back to know
     each parameter's scale."""
     client = MlflowClient(tracking_uri)
-    existing = client.get_experiment_by_name(experiment)
-    if existing is None:
-        experiment_id = client.create_experiment(experiment)
-    else:
-        experiment_id = existing.experiment_id
+    experiment_id = get_or_create_experiment(client, tracking_uri, experiment)
     run = client.create_run(
         experiment_id, run_name=study_name, tags={STUDY_ROLE_TAG: "study", "study": study_name}
     )

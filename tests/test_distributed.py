@@ -3,7 +3,8 @@ of a batch, must produce the loss and parameter gradients of one process that se
 whole batch (and, for MoCo, the same queue).
 
 BatchNorm is left out of the networks here: SyncBatchNorm has no CPU implementation, and
-per-worker BatchNorm statistics legitimately differ from whole-batch statistics.
+per-worker BatchNorm statistics legitimately differ from whole-batch statistics. Prior
+matching (Deep InfoMax's gamma) is off: its prior samples are drawn per worker.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import copy
 import os
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from trainables.backbones import Encoder, Normalize, layerwise_conv
 from trainables.distributed import Collective
 from trainables.hparams import resolve
 from trainables.methods import method_class
@@ -27,52 +32,99 @@ WORLD = 2
 GLOBAL_BATCH = 8
 
 
-def _build(method: str, comm: Collective):
+def _flat_encoder() -> Encoder:
+    stage = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Unflatten(1, (8, 1, 1)))
+    return Encoder(Normalize([0.0] * 3, [1.0] * 3), [stage], [8])
+
+
+def _conv_encoder() -> Encoder:
+    stages = [nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
+              nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())]
+    return Encoder(Normalize([0.5] * 3, [0.25] * 3), stages, [4, 6])
+
+
+def _layerwise_encoder() -> Encoder:
+    stages, channels = layerwise_conv(3, (4, 5), (6, 3))
+    return Encoder(Normalize([0.5] * 3, [0.25] * 3), stages, channels)
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    hparams: dict[str, Any]
+    encoder: Callable[[], Encoder]
+    #: Side of the (square) view images.
+    size: int
+    #: (epoch, epochs) handed to ``begin_epoch`` before the step.
+    epoch: tuple[int, int] = (1, 1)
+    views: int = 2
+    replace_heads: bool = False
+    extra_state: tuple[str, ...] = field(default_factory=tuple)
+
+
+CASES = {
+    "simclr": Case("simclr", {"proj_dim": 4, "proj_hidden_dim": 8, "temperature": 0.3},
+                   _flat_encoder, 2, replace_heads=True),
+    "moco": Case("moco", {"proj_dim": 4, "proj_hidden_dim": 8, "temperature": 0.3,
+                          "queue_size": 16, "momentum": 0.9},
+                 _flat_encoder, 2, replace_heads=True, extra_state=("queue",)),
+    "cpc": Case("cpc", {"patch_size": 4, "pred_steps": 2, "temperature": 0.5},
+                _conv_encoder, 8, views=1),
+    "spatial_contrasting-last_two": Case(
+        "spatial_contrasting", {"layers": "last_two", "temperature": 0.7}, _conv_encoder, 6),
+    **{f"dim-{estimator}": Case(
+        "dim", {"estimator": estimator, "local_layer": 1, "gamma": 0.0, "critic_dim": 5},
+        _conv_encoder, 8, views=1) for estimator in ("jsd", "dv", "infonce")},
+    **{f"patch_triplet-{mining}-layer{layer}": Case(
+        "patch_triplet", {"mining": mining, "layers": 2, "filters1": 4, "filters2": 5,
+                          "distance": "euclidean", "margin": 1.0},
+        _layerwise_encoder, 7 if layer == 1 else 13, epoch=(layer, 2))
+        for mining in ("random", "semi_hard") for layer in (1, 2)},
+}
+
+
+def _build(case: Case, comm: Collective):
     torch.manual_seed(0)
-    cls = method_class(method)
-    values = resolve(cls.hyperparameters,
-                     {"proj_dim": 4, "proj_hidden_dim": 8, "temperature": 0.3,
-                      **({"queue_size": 16, "momentum": 0.9} if method == "moco" else {})},
-                     owner=method)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 8))
-    model = cls(encoder, 8, values, comm)
-    model.projector = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
-    if method == "moco":
-        model.key_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
-        model.key_projector = copy.deepcopy(model.projector).requires_grad_(False)
+    cls = method_class(case.method)
+    values = resolve(cls.hyperparameters, case.hparams, owner=case.method)
+    encoder = case.encoder()
+    model = cls(encoder, encoder.feature_dim, values, comm)
+    if case.replace_heads:
+        model.projector = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        if case.method == "moco":
+            model.key_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
+            model.key_projector = copy.deepcopy(model.projector).requires_grad_(False)
+    model.begin_epoch(*case.epoch)
     return model
 
 
-def _views() -> list[torch.Tensor]:
+def _views(case: Case) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
-    return [torch.randn(GLOBAL_BATCH, 3, 2, 2, generator=gen) for _ in range(2)]
+    return [torch.rand(GLOBAL_BATCH, 3, case.size, case.size, generator=gen)
+            for _ in range(case.views)]
 
 
-def _one_step(model, views) -> dict[str, object]:
-    loss = model(views)
-    loss.backward()
+def _result(model, loss: torch.Tensor, case: Case) -> dict[str, object]:
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     out: dict[str, object] = {"loss": model.comm.mean(loss.detach()), "grads": grads}
-    if hasattr(model, "queue"):
-        out["queue"] = model.queue.clone()
+    for name in case.extra_state:
+        out[name] = getattr(model, name).clone()
     return out
 
 
-def _worker(rank: int, method: str, port: int, out_dir: str) -> None:
+def _worker(rank: int, name: str, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        model = _build(method, Collective.from_process_group())
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        local = [v.chunk(WORLD)[rank] for v in _views()]
-        loss = ddp(local)
+        case = CASES[name]
+        model = _build(case, Collective.from_process_group())
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=not model.uses_all_parameters
+        )
+        loss = ddp([v.chunk(WORLD)[rank] for v in _views(case)])
         loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        saved = {"loss": model.comm.mean(loss.detach()), "grads": grads}
-        if method == "moco":
-            saved["queue"] = model.queue.clone()
-        torch.save(saved, Path(out_dir) / f"rank{rank}.pt")
+        torch.save(_result(model, loss, case), Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -83,19 +135,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco"])
-def test_two_workers_match_one_process_on_the_whole_batch(method: str, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(method, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    single = _one_step(_build(method, Collective()), _views())
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_workers_match_one_process_on_the_whole_batch(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    mp.spawn(_worker, args=(name, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    model = _build(case, Collective())
+    loss = model(_views(case))
+    loss.backward()
+    single = _result(model, loss, case)
+    assert single["grads"], "the single-process step produced no gradient"
     for rank in range(WORLD):
         worker = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         torch.testing.assert_close(worker["loss"], single["loss"], rtol=1e-5, atol=1e-6)
         assert worker["grads"].keys() == single["grads"].keys()
-        for name, grad in single["grads"].items():
-            torch.testing.assert_close(worker["grads"][name], grad, rtol=1e-4, atol=1e-6,
-                                       msg=f"{method} rank {rank}: gradient of {name}")
-        if method == "moco":
-            torch.testing.assert_close(worker["queue"], single["queue"])
+        for param, grad in single["grads"].items():
+            torch.testing.assert_close(worker["grads"][param], grad, rtol=1e-4, atol=1e-6,
+                                       msg=f"{name} rank {rank}: gradient of {param}")
+        for state in case.extra_state:
+            torch.testing.assert_close(worker[state], single[state])
 
 
 def test_single_process_collective_is_the_identity() -> None:

@@ -184,3 +184,38 @@ def augment(images: Tensor, policy: AugmentationPolicy, gen: torch.Generator) ->
     x = random_resized_crop_flip(x, policy.min_crop_scale, policy.flip_prob, gen)
     x = color_jitter(x, policy, gen)
     return random_grayscale(x, policy.grayscale_prob, gen)
+
+
+def crop_at(x: Tensor, top: Tensor, left: Tensor, size: int) -> Tensor:
+    """One ``size`` x ``size`` crop per image at per-image offsets, by a single gather."""
+    n, c = x.shape[:2]
+    steps = torch.arange(size, device=x.device)
+    rows = (top.view(n, 1) + steps).view(n, 1, size, 1).expand(n, c, size, size)
+    cols = (left.view(n, 1) + steps).view(n, 1, 1, size).expand(n, c, size, size)
+    index = rows * x.shape[3] + cols
+    return x.flatten(2).gather(2, index.flatten(2)).view(n, c, size, size)
+
+
+def random_offsets(
+    n: int, room: int, gen: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Uniform (top, left) offsets in [0, room] for ``n`` crops."""
+    if room < 0:
+        raise ValueError(f"the patch does not fit the image ({-room} pixels too large)")
+    draw = torch.randint(0, room + 1, (2, n), generator=gen, device=device)
+    return draw[0], draw[1]
+
+
+def random_patches(x: Tensor, size: int, gen: torch.Generator) -> Tensor:
+    """One uniformly placed ``size`` x ``size`` patch of every (square) image."""
+    top, left = random_offsets(x.shape[0], x.shape[2] - size, gen, x.device)
+    return crop_at(x, top, left, size)
+
+
+def patch_grid(x: Tensor, size: int, stride: int) -> Tensor:
+    """Every ``size`` x ``size`` patch on a regular grid with ``stride``, as an
+    (N, rows, cols, C, size, size) tensor (rows and cols as many as fit)."""
+    if size > min(x.shape[2:]):
+        raise ValueError(f"patch size {size} exceeds the {tuple(x.shape[2:])} image")
+    patches = x.unfold(2, size, stride).unfold(3, size, stride)  # N, C, R, Q, size, size
+    return patches.permute(0, 2, 3, 1, 4, 5)

@@ -96,3 +96,43 @@ def linear_probe_accuracy(
     with torch.no_grad():
         predicted = probe(x_test).argmax(dim=1)
     return float((predicted == test_labels.to(device)).float().mean())
+
+
+def supervised_accuracy(
+    model: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    device: torch.device,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+) -> float:
+    """Train a classifier on labelled uint8 images and return its held-out accuracy.
+
+    Only parameters with ``requires_grad`` are updated, so a caller freezes transferred
+    layers by turning it off. Adam at ``lr`` for the first two thirds of the epochs and
+    ``lr / 10`` after, the schedule of ../shared/seeds/000_a0c2eea34e4d74c8.txt (Figure 3).
+    """
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    drop_at = max(1, (2 * epochs) // 3)
+    order_generator = torch.Generator().manual_seed(seed)
+    images, labels = train_images.to(device), train_labels.to(device)
+    model.train()
+    for epoch in range(epochs):
+        if epoch == drop_at:
+            for group in optimizer.param_groups:
+                group["lr"] = lr / 10
+        order = torch.randperm(len(images), generator=order_generator).to(device)
+        for start in range(0, len(images), batch_size):
+            idx = order[start : start + batch_size]
+            loss = F.cross_entropy(model(images[idx].float().div_(255.0)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    logits = extract_features(model, test_images, device)
+    return float((logits.argmax(dim=1) == test_labels.to(device)).float().mean())

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from trainables.augment import AugmentationPolicy, augment
+from trainables.augment import AugmentationPolicy
 from trainables.data import ImageDataset
 from trainables.distributed import Collective
 from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
@@ -67,6 +67,8 @@ class EpochResult:
     final: bool
     #: Builds the full training state for a checkpoint; only called when one is saved.
     state: Callable[[], dict[str, Any]] = field(repr=False)
+    #: Files (relative path to content) the method produced after its last epoch.
+    artifacts: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class Reporter(Protocol):
@@ -100,8 +102,9 @@ def evaluate(
     method: SSLMethod, dataset: ImageDataset, settings: LoopSettings, with_linear: bool
 ) -> dict[str, float]:
     device = torch.device(settings.device)
-    train_features = extract_features(method.encoder, dataset.train_images, device)
-    test_features = extract_features(method.encoder, dataset.test_images, device)
+    representation = method.representation()
+    train_features = extract_features(representation, dataset.train_images, device)
+    test_features = extract_features(representation, dataset.test_images, device)
     metrics = {
         "knn_acc": knn_accuracy(
             train_features,
@@ -147,7 +150,9 @@ def _wrap(method: SSLMethod, device: torch.device) -> torch.nn.Module:
     if not method.comm.distributed:
         return method
     device_ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(method, device_ids=device_ids)
+    return torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=device_ids, find_unused_parameters=not method.uses_all_parameters
+    )
 
 
 def train(
@@ -211,6 +216,7 @@ def train(
     images = dataset.pretrain_images.to(device)
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, settings.epochs + 1):
+        method.begin_epoch(epoch, settings.epochs)
         method.train()
         order_generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         loss_sum = torch.zeros((), device=device)
@@ -218,7 +224,8 @@ def train(
         started = time.perf_counter()
         for idx in _batches(len(images), hparams.batch_size, order_generator, comm):
             batch = images[idx.to(device)]
-            views = [augment(batch, policy, view_generator) for _ in range(method.num_views)]
+            with torch.no_grad():
+                views = method.make_views(batch, policy, view_generator)
             loss: Tensor = model(views)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -240,10 +247,14 @@ def train(
         }
         final = epoch == settings.epochs
         evaluated = final or epoch % settings.eval_every == 0
+        artifacts: dict[str, bytes] = {}
         if evaluated and comm.rank == 0:
             with_linear = settings.linear_probe == "every" or (
                 settings.linear_probe == "final" and final
             )
             metrics.update(evaluate(method, dataset, settings, with_linear))
-        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics)))
+            if final:
+                metrics.update(method.extra_evaluation(dataset, device))
+                artifacts = method.artifacts()
+        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts))
     return metrics

@@ -95,7 +95,7 @@ def _checkpointing_report(
 
     def report(result: EpochResult) -> None:
         if run is not None:
-            run.log_metrics(result.metrics, step=result.epoch)
+            run.log_result(result.metrics, result.epoch, result.artifacts)
         if not result.evaluated:
             return
         with tempfile.TemporaryDirectory() as directory:

@@ -62,8 +62,17 @@ def build_method(
     method_hparams: Mapping[str, Any],
     comm: Collective = LOCAL,
 ) -> SSLMethod:
-    encoder, feature_dim = build_encoder(backbone, dataset.channels, dataset.mean, dataset.std)
-    return method_class(name)(encoder, feature_dim, method_hparams, comm)
+    cls = method_class(name)
+    encoder = build_encoder(
+        method_backbone(name, backbone), dataset.channels, dataset.mean, dataset.std,
+        **cls.encoder_options(method_hparams),
+    )
+    return cls(encoder, encoder.feature_dim, method_hparams, comm)
+
+
+def method_backbone(method: str, study_backbone: str) -> str:
+    """The backbone a trial of ``method`` really uses: its own, if it fixes one."""
+    return method_class(method).backbone or study_backbone
 
 
 def run_configuration(
@@ -89,7 +98,7 @@ def run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> d
     return {
         "method": settings.method,
         "dataset": dataset.name,
-        "backbone": settings.backbone,
+        "backbone": method_backbone(settings.method, settings.backbone),
         "trial_id": trial_id,
         "study": settings.study,
         "max_budget": str(settings.loop.epochs),
@@ -137,7 +146,7 @@ def local_run(
     )
 
     def report(result: EpochResult) -> None:
-        run.log_metrics(result.metrics, step=result.epoch)
+        run.log_result(result.metrics, result.epoch, result.artifacts)
         on_epoch(result)
 
     try:

@@ -6,12 +6,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from trainables.methods.base import SSLMethod
+from trainables.methods.cpc import CPC
+from trainables.methods.dim import DeepInfoMax
 from trainables.methods.moco import MoCo
+from trainables.methods.patch_triplet import PatchTriplet
 from trainables.methods.simclr import SimCLR
+from trainables.methods.spatial_contrasting import SpatialContrasting
 
-METHODS: Mapping[str, type[SSLMethod]] = MappingProxyType(
-    {cls.name: cls for cls in (SimCLR, MoCo)}
-)
+METHODS: Mapping[str, type[SSLMethod]] = MappingProxyType({
+    cls.name: cls
+    for cls in (SimCLR, MoCo, CPC, SpatialContrasting, PatchTriplet, DeepInfoMax)
+})
 
 
 def method_class(name: str) -> type[SSLMethod]:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
+from trainables.augment import AugmentationPolicy, augment
 from trainables.distributed import LOCAL, Collective
 from trainables.hparams import HParam
+
+if TYPE_CHECKING:
+    from trainables.data import ImageDataset
 
 
 class SSLMethod(nn.Module, ABC):
@@ -25,8 +30,14 @@ class SSLMethod(nn.Module, ABC):
     source: ClassVar[str]
     #: The method's own hyperparameters with their defaults and domains.
     hyperparameters: ClassVar[Mapping[str, HParam]]
-    #: How many augmented views of each image the loop produces per step.
+    #: How many augmented views of each image the default ``make_views`` produces.
     num_views: ClassVar[int] = 2
+    #: The backbone this method always uses whatever the study's ``train.backbone`` (a
+    #: method whose architecture is part of the method), or None.
+    backbone: ClassVar[str | None] = None
+    #: False when some trainable parameters get no gradient in some steps (layer-wise
+    #: training), so that DistributedDataParallel must look for unused parameters.
+    uses_all_parameters: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -46,6 +57,35 @@ class SSLMethod(nn.Module, ABC):
     def build(self) -> None:
         """Create the method's heads and state from ``self.hparams`` (called once, at the
         end of construction), so that a method declares what it adds, not a constructor."""
+
+    @classmethod
+    def encoder_options(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for ``build_encoder`` that depend on the method's values."""
+        return {}
+
+    def make_views(
+        self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
+    ) -> list[Tensor]:
+        """The inputs of one step from a uint8 batch, made on the training device without
+        gradient: by default ``num_views`` independent augmentations of every image.
+        Methods that contrast patches cut them here, from an augmented view."""
+        return [augment(batch, policy, generator) for _ in range(self.num_views)]
+
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the loop before every epoch (1-based) of ``epochs``, also after a
+        resume; methods with a schedule of their own (layer-wise training) follow it."""
+
+    def representation(self) -> nn.Module:
+        """The module whose output is evaluated: images in [0, 1] to feature vectors."""
+        return self.encoder
+
+    def extra_evaluation(self, dataset: ImageDataset, device: torch.device) -> dict[str, float]:
+        """Method-specific metrics computed once, after the last epoch (rank 0 only)."""
+        return {}
+
+    def artifacts(self) -> dict[str, bytes]:
+        """Files (relative path to content) logged to the trial's run after the last epoch."""
+        return {}
 
     @abstractmethod
     def forward(self, views: Sequence[Tensor]) -> Tensor:

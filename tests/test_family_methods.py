@@ -1,0 +1,193 @@
+"""Behaviour of the CPC, spatial contrasting, layer-wise triplet and Deep InfoMax methods
+beyond their losses: patch geometry, causality, layer-wise freezing, the transfer
+protocol, the filter image and refused configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.augment import AugmentationPolicy, crop_at, patch_grid, random_patches
+from trainables.backbones import pool
+from trainables.data import DataSpec, load_dataset
+from trainables.hparams import resolve
+from trainables.losses import discriminator_loss
+from trainables.methods import method_class
+from trainables.methods.cpc import MaskedConvContext, PatchGridEncoder
+from trainables.methods.patch_triplet import minimal_patch
+from trainables.trainable import build_method
+
+
+@pytest.fixture(scope="module")
+def small_shapes():
+    return load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
+
+
+def _method(name: str, dataset, **given):
+    values = resolve(method_class(name).hyperparameters, given, owner=name)
+    torch.manual_seed(0)
+    return build_method(name, "small_cnn", dataset, values)
+
+
+def _uint8_batch(n: int = 4, size: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
+def test_crop_at_and_patch_grid_equal_plain_slicing() -> None:
+    x = torch.randn(3, 2, 10, 10)
+    top, left = torch.tensor([0, 3, 6]), torch.tensor([6, 0, 2])
+    crops = crop_at(x, top, left, 4)
+    for i in range(3):
+        torch.testing.assert_close(crops[i], x[i, :, top[i]:top[i] + 4, left[i]:left[i] + 4])
+    grid = patch_grid(x, 4, 2)
+    assert grid.shape == (3, 4, 4, 2, 4, 4)
+    torch.testing.assert_close(grid[1, 2, 3], x[1, :, 4:8, 6:10])
+
+
+def test_random_patches_stay_inside_and_vary_per_image() -> None:
+    x = torch.arange(4 * 12 * 12, dtype=torch.float32).view(4, 1, 12, 12)
+    patches = random_patches(x, 5, torch.Generator().manual_seed(0))
+    assert patches.shape == (4, 1, 5, 5)
+    corners = [(int(p[0, 0, 0]) % 144) for p in patches]
+    assert all(c // 12 <= 7 and c % 12 <= 7 for c in corners)
+    with pytest.raises(ValueError):
+        random_patches(x, 13, torch.Generator())
+
+
+def test_cpc_context_never_sees_the_rows_it_predicts() -> None:
+    context = MaskedConvContext(dim=3, layers=3)
+    z = torch.randn(2, 3, 6, 5)
+    changed = z.clone()
+    changed[:, :, 3:] = torch.randn(2, 3, 3, 5)
+    torch.testing.assert_close(context(z)[:, :, :3], context(changed)[:, :, :3])
+    assert not torch.allclose(context(z)[:, :, 3:], context(changed)[:, :, 3:])
+
+
+def test_cpc_grid_and_representation(small_shapes) -> None:
+    cpc = _method("cpc", small_shapes, patch_size=8)
+    grid = PatchGridEncoder(cpc.encoder, 8).encode_grid(torch.rand(2, 3, 32, 32))
+    assert grid.shape == (2, cpc.feature_dim, 7, 7)
+    assert cpc.representation()(torch.rand(2, 3, 32, 32)).shape == (2, cpc.feature_dim)
+    loss = cpc([torch.rand(4, 3, 32, 32)])
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in cpc.predictors.parameters())
+
+
+def test_cpc_refuses_more_prediction_steps_than_grid_rows(small_shapes) -> None:
+    cpc = _method("cpc", small_shapes, patch_size=16, pred_steps=3)
+    with pytest.raises(ValueError, match="pred_steps 3 needs more than 3 grid rows"):
+        cpc([torch.rand(4, 3, 32, 32)])
+
+
+def test_spatial_contrasting_views_are_two_patches(small_shapes) -> None:
+    sc = _method("spatial_contrasting", small_shapes, patch_size=12)
+    views = sc.make_views(_uint8_batch(), AugmentationPolicy.from_strength(0.5),
+                          torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in views] == [(4, 3, 12, 12)] * 2
+    assert not torch.equal(views[0], views[1])
+    assert torch.isfinite(sc(views))
+
+
+def test_spatial_contrasting_refuses_more_layers_than_stages(small_shapes) -> None:
+    sc = _method("spatial_contrasting", small_shapes, layers="last_three")
+    sc.encoder.stages = sc.encoder.stages[:2]
+    with pytest.raises(ValueError, match="needs 3 encoder stages"):
+        sc([torch.rand(4, 3, 8, 8)] * 2)
+
+
+def test_minimal_patches_fill_one_pooling_window() -> None:
+    assert minimal_patch((6,)) == 7  # the paper's 7x7 patch for 6x6 filters, 2x2 pooling
+    assert minimal_patch((6, 3)) == 13
+
+
+def test_patch_triplet_trains_one_layer_after_the_other(small_shapes) -> None:
+    method = _method("patch_triplet", small_shapes, layers=2, filters1=8, filters2=6)
+    assert method.encoder.channels == (8, 6)
+    first, second = method.encoder.stages
+    schedule = []
+    for epoch in range(1, 5):
+        method.begin_epoch(epoch, 4)
+        schedule.append(method.active_layer)
+    assert schedule == [1, 1, 2, 2]
+    assert not any(p.requires_grad for p in first.parameters())
+    views = method.make_views(_uint8_batch(8), AugmentationPolicy.from_strength(0.0),
+                              torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in views] == [(8, 3, 13, 13)] * 2
+    method(views).backward()
+    assert all(p.grad is None for p in first.parameters())
+    assert all(p.grad is not None for p in second.parameters())
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        method.begin_epoch(1, 1)
+
+
+def test_patch_triplet_positives_are_distinct_adjacent_patches(small_shapes) -> None:
+    method = _method("patch_triplet", small_shapes, layers=1, max_shift=2)
+    method.begin_epoch(1, 1)
+    # An image whose pixel values encode their own coordinates: the patches' corners
+    # reveal where they were cut.
+    coords = torch.arange(32 * 32).view(32, 32)
+    batch = torch.stack([coords % 32 * 8, coords // 32 * 8, coords * 0]).to(torch.uint8)
+    policy = AugmentationPolicy(strength=0.0, min_crop_scale=1.0, brightness=0.0, contrast=0.0,
+                                saturation=0.0, hue=0.0, jitter_prob=0.0, grayscale_prob=0.0,
+                                flip_prob=0.0)
+    anchors, positives = method.make_views(batch.expand(64, -1, -1, -1).contiguous(), policy,
+                                           torch.Generator().manual_seed(0))
+    assert anchors.shape[-1] == 7
+    dx = ((positives[:, 0, 0, 0] - anchors[:, 0, 0, 0]) * 255 / 8).round()
+    dy = ((positives[:, 1, 0, 0] - anchors[:, 1, 0, 0]) * 255 / 8).round()
+    assert ((dx != 0) | (dy != 0)).all()
+    assert dx.abs().max() <= 2 and dy.abs().max() <= 2
+
+
+def test_patch_triplet_transfer_protocol_and_filter_image(small_shapes) -> None:
+    method = _method("patch_triplet", small_shapes, layers=1, filters1=8, transfer_epochs=1)
+    method.begin_epoch(1, 1)
+    learned = method.encoder.stages[0][0].weight.detach().clone()
+    frozen = method.transfer_classifier((3, 32, 32), 8, pretrained=True)
+    torch.testing.assert_close(frozen[1][0].weight, learned)
+    assert all(p.requires_grad for p in frozen.parameters())
+    assert len([m for m in frozen.modules() if isinstance(m, torch.nn.Conv2d)]) == 2
+    assert len([m for m in frozen.modules() if isinstance(m, torch.nn.Linear)]) == 2
+    metrics = method.extra_evaluation(small_shapes, torch.device("cpu"))
+    assert set(metrics) == {"transfer_random_acc", "transfer_frozen_acc", "transfer_finetune_acc"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    # The evaluation trained copies: the method's own filters are untouched.
+    torch.testing.assert_close(method.encoder.stages[0][0].weight, learned)
+    image = method.artifacts()["filters/layer1.png"]
+    assert image.startswith(b"\x89PNG")
+
+
+def test_dim_refuses_impossible_configurations(small_shapes) -> None:
+    with pytest.raises(ValueError, match="alpha and beta"):
+        _method("dim", small_shapes, alpha=0.0, beta=0.0)
+    with pytest.raises(ValueError, match="local_layer: got 5"):
+        _method("dim", small_shapes, local_layer=5)
+
+
+@pytest.mark.parametrize("estimator", ["jsd", "dv", "infonce"])
+def test_dim_builds_only_the_terms_in_use(small_shapes, estimator: str) -> None:
+    local_only = _method("dim", small_shapes, alpha=0.0, gamma=0.0, estimator=estimator)
+    assert not hasattr(local_only, "global_map_critic")
+    assert not hasattr(local_only, "discriminator")
+    loss = local_only([torch.rand(6, 3, 32, 32)])
+    loss.backward()
+    assert all(p.grad is not None for p in local_only.parameters() if p.requires_grad)
+
+
+def test_dim_prior_matching_is_a_min_max_game(small_shapes) -> None:
+    """The discriminator descends its loss; the encoder gets the reversed gradient."""
+    method = _method("dim", small_shapes, alpha=0.0, beta=1e-12, gamma=1.0)
+    images = torch.rand(8, 3, 32, 32)
+    method([images]).backward()
+    last = method.discriminator[-1].bias
+    grad_disc = last.grad.clone()
+    encoder_grad = method.encoder.stages[-1][0].weight.grad.clone()
+    method.zero_grad()
+    prior = torch.rand(8, method.feature_dim)
+    encoded = torch.sigmoid(pool(method.encoder.feature_maps(images)[-1]))
+    discriminator_loss(method.discriminator(prior), method.discriminator(encoded)).backward()
+    assert grad_disc.abs().sum() > 0
+    # Through the reversal the encoder moves against the discriminator's objective.
+    direct = method.encoder.stages[-1][0].weight.grad
+    assert torch.dot(encoder_grad.flatten(), direct.flatten()) < 0

@@ -1,0 +1,110 @@
+"""CPC for images: predict the encodings of patches below from a context of those above.
+
+Source: ../shared/seeds/001_a60f3e13f8331ac6.txt, "Loss Function" (the InfoNCE loss it
+credits to Contrastive Predictive Coding, Oord et al. 2018) and its mention of CPC among
+the pretext tasks. Following CPC's image version: the image is cut into a grid of
+overlapping patches (50% overlap), the encoder encodes every patch, a context network
+with vertically masked convolutions turns the grid into contexts ``c_{i,j}`` that see
+only rows <= i, and one linear predictor per offset k predicts ``z_{i+k,j}`` as
+``W_k c_{i,j}``. Each prediction is contrasted by InfoNCE against every patch encoding
+of the (global) batch. The per-offset losses are averaged, so that each offset counts
+the same however many rows it has. For evaluation the encoder sees the same grid and
+its patch encodings are averaged, as in CPC's linear evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trainables.augment import patch_grid
+from trainables.hparams import HParam
+from trainables.losses import cpc_info_nce
+from trainables.methods.base import SSLMethod
+
+
+class PatchGridEncoder(nn.Module):
+    """Images to the (N, D, rows, cols) grid of their patch encodings; ``forward`` gives
+    the grid's mean, the representation CPC evaluates."""
+
+    def __init__(self, encoder: nn.Module, patch_size: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.patch_size = patch_size
+
+    def encode_grid(self, x: Tensor) -> Tensor:
+        patches = patch_grid(x, self.patch_size, max(1, self.patch_size // 2))
+        n, rows, cols = patches.shape[:3]
+        z = self.encoder(patches.reshape(n * rows * cols, *patches.shape[3:]))
+        return z.view(n, rows, cols, -1).permute(0, 3, 1, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encode_grid(x).mean(dim=(2, 3))
+
+
+class MaskedConvContext(nn.Module):
+    """Residual (2 x 3) convolutions padded only from above: the output at row i depends
+    on grid rows <= i (any column), never on the rows it will be asked to predict."""
+
+    def __init__(self, dim: int, layers: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, (2, 3)) for _ in range(layers))
+
+    def forward(self, z: Tensor) -> Tensor:
+        c = z
+        for conv in self.convs:
+            c = c + F.relu(conv(F.pad(c, (1, 1, 1, 0))))
+        return c
+
+
+class CPC(SSLMethod):
+    name = "cpc"
+    source = "001_a60f3e13f8331ac6.txt (InfoNCE loss of Contrastive Predictive Coding)"
+    num_views = 1
+    hyperparameters = MappingProxyType({
+        "temperature": HParam("float", 0.1, "InfoNCE temperature tau", low=0.0, low_open=True),
+        "pred_steps": HParam("int", 2, "rows ahead predicted (one linear W_k per k)", low=1),
+        "patch_size": HParam(
+            "int", 8, "side of a grid patch in pixels (stride: half of it)", low=2
+        ),
+        "context_layers": HParam("int", 2, "masked convolutions in the context network", low=1),
+    })
+
+    def build(self) -> None:
+        dim = self.feature_dim
+        self.context = MaskedConvContext(dim, self.hparams["context_layers"])
+        self.predictors = nn.ModuleList(
+            nn.Conv2d(dim, dim, 1) for _ in range(self.hparams["pred_steps"])
+        )
+
+    def representation(self) -> nn.Module:
+        return PatchGridEncoder(self.encoder, self.hparams["patch_size"])
+
+    def forward(self, views: Sequence[Tensor]) -> Tensor:
+        z = PatchGridEncoder(self.encoder, self.hparams["patch_size"]).encode_grid(views[0])
+        n, dim, rows, cols = z.shape
+        steps = self.hparams["pred_steps"]
+        if rows <= steps:
+            raise ValueError(
+                f"pred_steps {steps} needs more than {steps} grid rows; patch_size "
+                f"{self.hparams['patch_size']} gives {rows} on {views[0].shape[2]}-pixel images"
+            )
+        context = self.context(z)
+        # Candidates: every patch of the global batch, row-major per image; this worker's
+        # images start at rank * n in the gathered order.
+        candidates = self.comm.gather(z.permute(0, 2, 3, 1).reshape(-1, dim))
+        index = torch.arange(n * rows * cols, device=z.device).view(n, rows, cols)
+        index = index + self.comm.rank * n * rows * cols
+        losses = []
+        for k, predictor in enumerate(self.predictors, start=1):
+            predictions = predictor(context[:, :, : rows - k, :]).permute(0, 2, 3, 1)
+            targets = index[:, k:, :]
+            losses.append(cpc_info_nce(
+                predictions.reshape(-1, dim), candidates, targets.reshape(-1),
+                self.hparams["temperature"],
+            ))
+        return torch.stack(losses).mean()

@@ -1,0 +1,192 @@
+"""Layer-wise patch triplets: one convolution + max-pool at a time, trained on patches.
+
+Source: ../shared/seeds/000_a0c2eea34e4d74c8.txt (Zhao, "Layer-wise contrastive
+unsupervised representation learning"), section 3. Adjacent, overlapping patches are
+drawn from a larger patch of one image and pass through a single convolutional layer
+followed by max-pooling; a triplet loss with cosine or Euclidean distance pulls the two
+together and pushes a patch of another image away. The smallest patch that fills the
+layer's pooling window is used (7x7 for 6x6 filters with 2x2 pooling, which the paper
+found as good as larger ones); ``patch_margin`` enlarges it, and the embedding is then
+max-pooled over what remains. The next layer is trained the same way on top of the
+frozen first: the epochs are split evenly between the ``layers``.
+
+Negatives are patches of other images of the (global) batch: a random one, or the
+semi-hard one (closest while farther than the positive). The paper's transfer protocol
+runs after the last epoch: the learned layers are placed in a small classifier (2
+convolutional + 2 fully connected layers) trained on the labelled split, frozen or
+fine-tuned, against the same classifier from random initialisation. The first-layer
+filters are logged as an image grid (the paper's Figure 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
+from trainables.backbones import conv_pool_layer
+from trainables.evaluation import supervised_accuracy
+from trainables.hparams import HParam
+from trainables.losses import TRIPLET_DISTANCES, semi_hard_negatives, triplet_margin
+from trainables.methods.base import SSLMethod
+
+if TYPE_CHECKING:
+    from trainables.data import ImageDataset
+
+#: Filter sizes of the two layers: 6x6 first-layer filters as in the paper, then 3x3.
+KERNELS = (6, 3)
+#: Hidden width of the transfer classifier's first fully connected layer.
+TRANSFER_HIDDEN = 128
+
+
+def minimal_patch(kernels: Sequence[int]) -> int:
+    """Smallest input whose last convolution output fills one 2x2 pooling window."""
+    size = kernels[-1] + 1
+    for kernel in reversed(kernels[:-1]):
+        size = 2 * size + kernel - 1
+    return size
+
+
+class PatchTriplet(SSLMethod):
+    name = "patch_triplet"
+    source = "000_a0c2eea34e4d74c8.txt (section 3)"
+    backbone = "layerwise_conv"
+    uses_all_parameters = False
+    hyperparameters = MappingProxyType({
+        "layers": HParam("int", 2, "conv + max-pool layers trained one after the other",
+                         low=1, high=len(KERNELS)),
+        "filters1": HParam("int", 32, "filters of the first (6x6) layer", low=1),
+        "filters2": HParam("int", 64, "filters of the second (3x3) layer", low=1),
+        "distance": HParam("choice", "cosine", "triplet distance", choices=TRIPLET_DISTANCES),
+        "margin": HParam("float", 0.5, "triplet margin", low=0.0),
+        "mining": HParam("choice", "random", "negative selection",
+                         choices=("random", "semi_hard")),
+        "patch_margin": HParam("int", 0, "pixels added to the minimal patch side", low=0),
+        "max_shift": HParam("int", 2, "largest offset (pixels) between the two patches",
+                            low=1),
+        "transfer_epochs": HParam(
+            "int", 4, "epochs of the transfer classifiers after pretraining (0 skips them)",
+            low=0,
+        ),
+    })
+
+    @classmethod
+    def encoder_options(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        layers = hparams["layers"]
+        return {"filters": (hparams["filters1"], hparams["filters2"])[:layers],
+                "kernels": KERNELS[:layers]}
+
+    def build(self) -> None:
+        self.active_layer = 1
+
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        layers = self.hparams["layers"]
+        if epochs < layers:
+            raise ValueError(f"layers {layers} needs at least {layers} epochs, got {epochs}")
+        self.active_layer = min(layers, (epoch - 1) * layers // epochs + 1)
+        for index, stage in enumerate(self.encoder.stages, start=1):
+            stage.requires_grad_(index >= self.active_layer)
+
+    def patch_size(self) -> int:
+        return minimal_patch(KERNELS[: self.active_layer]) + self.hparams["patch_margin"]
+
+    def make_views(
+        self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
+    ) -> list[Tensor]:
+        """Anchor and positive: two distinct offsets inside one (patch + max_shift) region."""
+        x = augment(batch, policy, generator)
+        size, shift = self.patch_size(), self.hparams["max_shift"]
+        n, device = x.shape[0], x.device
+        top, left = random_offsets(n, x.shape[2] - size - shift, generator, device)
+        cells = (shift + 1) ** 2
+        first = torch.randint(0, cells, (n,), generator=generator, device=device)
+        second = (first + torch.randint(1, cells, (n,), generator=generator, device=device)) % cells
+        return [crop_at(x, top + cell // (shift + 1), left + cell % (shift + 1), size)
+                for cell in (first, second)]
+
+    def embed(self, patches: Tensor) -> Tensor:
+        """Frozen layers run without gradient; the active layer's output is max-pooled."""
+        h = self.encoder.normalize(patches)
+        with torch.no_grad():
+            for stage in self.encoder.stages[: self.active_layer - 1]:
+                h = stage(h)
+        return self.encoder.stages[self.active_layer - 1](h).amax(dim=(2, 3))
+
+    def forward(self, views: Sequence[Tensor]) -> Tensor:
+        anchors, positives = (self.embed(v) for v in views)
+        candidates = self.comm.gather(positives)
+        n, total = anchors.shape[0], candidates.shape[0]
+        own = torch.arange(n, device=anchors.device) + self.comm.rank * n
+        distance = self.hparams["distance"]
+        if self.hparams["mining"] == "semi_hard":
+            chosen = semi_hard_negatives(anchors, candidates, own, distance)
+        else:
+            # Drawn for the global batch on rank 0 so every worker agrees.
+            shift = self.comm.broadcast(torch.randint(1, total, (total,), device=anchors.device))
+            chosen = (own + self.comm.local_slice(shift)) % total
+        return triplet_margin(anchors, positives, candidates[chosen],
+                              self.hparams["margin"], distance)
+
+    def transfer_classifier(self, image_shape: Sequence[int], num_classes: int,
+                            pretrained: bool) -> nn.Sequential:
+        """The paper's small classifier: 2 conv + max-pool layers, then 2 fully connected
+        layers; the first ``layers`` conv layers are copies of the learned ones when
+        ``pretrained``, every other layer starts from random initialisation."""
+        filters = (self.hparams["filters1"], self.hparams["filters2"])
+        convs: list[nn.Module] = []
+        for index, (c_in, c_out, kernel) in enumerate(
+            zip((image_shape[0], filters[0]), filters, KERNELS, strict=True)
+        ):
+            learned = pretrained and index < len(self.encoder.stages)
+            convs.append(copy.deepcopy(self.encoder.stages[index]) if learned
+                         else conv_pool_layer(c_in, c_out, kernel))
+        body = nn.Sequential(copy.deepcopy(self.encoder.normalize), *convs, nn.Flatten())
+        with torch.no_grad():
+            flat = body(torch.zeros(1, *image_shape)).shape[1]
+        classifier = nn.Sequential(*body, nn.Linear(flat, TRANSFER_HIDDEN),
+                                   nn.ReLU(inplace=True), nn.Linear(TRANSFER_HIDDEN, num_classes))
+        # The copies may carry the pretraining's freezing; the caller decides what trains.
+        return classifier.requires_grad_(True)
+
+    def extra_evaluation(self, dataset: ImageDataset, device: torch.device) -> dict[str, float]:
+        epochs = self.hparams["transfer_epochs"]
+        if epochs == 0:
+            return {}
+        shape = tuple(dataset.train_images.shape[1:])
+        learned = len(self.encoder.stages)
+        results = {}
+        for label, pretrained, frozen in (("random", False, False), ("frozen", True, True),
+                                          ("finetune", True, False)):
+            # Same initial weights for the layers that are not transferred, whatever
+            # the trial's random state, so the three differ only in the transfer.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                classifier = self.transfer_classifier(shape, dataset.num_classes, pretrained)
+            if frozen:
+                for conv in classifier[1 : 1 + learned]:
+                    conv.requires_grad_(False)
+            results[f"transfer_{label}_acc"] = supervised_accuracy(
+                classifier, dataset.train_images, dataset.train_labels,
+                dataset.test_images, dataset.test_labels, device, epochs,
+            )
+        return results
+
+    def artifacts(self) -> dict[str, bytes]:
+        weights = self.encoder.stages[0][0].weight.detach().cpu()
+        low = weights.amin(dim=(1, 2, 3), keepdim=True)
+        high = weights.amax(dim=(1, 2, 3), keepdim=True)
+        tiles = (weights - low) / (high - low).clamp_min(1e-12)
+        if tiles.shape[1] not in (1, 3):
+            tiles = tiles.mean(dim=1, keepdim=True)
+        grid = torchvision.utils.make_grid(tiles, nrow=8, padding=1, pad_value=1.0)
+        grid = torch.nn.functional.interpolate(grid[None], scale_factor=8, mode="nearest")[0]
+        buffer = io.BytesIO()
+        torchvision.utils.save_image(grid, buffer, format="png")
+        return {"filters/layer1.png": buffer.getvalue()}
