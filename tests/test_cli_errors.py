@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from study.cli import main
+from trainables.methods import METHODS
 
 BASE: dict[str, Any] = {
     "name": "bad",
@@ -77,6 +78,14 @@ CONFIG_CASES = [
                                         "weight_decay": 0.0}, }),
      "methods.simclr.space: every parameter is fixed"),
     (_with("methods.simclr.replace_space", "maybe"), "methods.simclr.replace_space"),
+    (_with("methods", {"dim": {"space": {"alpha": {"low": -0.5, "high": 1.0}}}}),
+     "methods.dim.space.alpha: low: got -0.5, allowed: a float in [0, inf]"),
+    (_with("methods", {"patch_triplet": {"space": {"distance": {"choices": ["cosine", "l1"]}}}}),
+     "methods.patch_triplet.space.distance: value: got 'l1', allowed: one of 'cosine'"),
+    (_with("methods", {"cpc": {"space": {"pred_steps": {"low": 0, "high": 2}}}}),
+     "methods.cpc.space.pred_steps: low: got 0, allowed: an int in [1, inf]"),
+    (_with("methods", {"spatial_contrasting": {"space": {"layers": "all"}}}),
+     "methods.spatial_contrasting.space.layers"),
 ]
 
 
@@ -174,5 +183,5 @@ def test_console_script_prints_no_traceback(workdir: Path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
-        "sslstudy: error: methods.byol: unknown method; allowed: moco, simclr"
+        f"sslstudy: error: methods.byol: unknown method; allowed: {', '.join(sorted(METHODS))}"
     ]

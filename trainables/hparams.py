@@ -42,7 +42,8 @@ class HParam:
         right = ")" if self.high_open else "]"
         low = "-inf" if self.low is None else f"{self.low:g}"
         high = "inf" if self.high is None else f"{self.high:g}"
-        return f"a {self.kind} in {left}{low}, {high}{right}"
+        article = "an" if self.kind == "int" else "a"
+        return f"{article} {self.kind} in {left}{low}, {high}{right}"
 
     def check(self, name: str, value: Any) -> Any:
         """Return ``value`` coerced to the declared kind, or raise ValueError naming ``name``."""
