@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
-from trainables.backbones import BACKBONES
+from trainables.backbones import BACKBONE_STAGES, BACKBONES
 from trainables.data import DATASETS
 from trainables.methods import METHODS
 from trainables.trainable import declared_hparams
@@ -54,9 +54,23 @@ class TrainConfig(_Strict):
     knn_k: int = Field(200, ge=1)
     knn_temperature: float = Field(0.1, gt=0)
     linear_probe: Literal["final", "every", "never"] = "final"
+    mlp_probe: Literal["final", "every", "never"] = Field(
+        "final", description="when the non-linear (MLP) probe on frozen features runs"
+    )
+    eval_layer: int | None = Field(
+        None, ge=1, description="encoder stage (1-based) evaluated; null: the last"
+    )
     sync_bn: bool = Field(
         False, description="SyncBatchNorm across the workers of a trial (GPUs only)"
     )
+
+    @model_validator(mode="after")
+    def _eval_layer_exists(self) -> TrainConfig:
+        stages = BACKBONE_STAGES[self.backbone]
+        if self.eval_layer is not None and self.eval_layer > stages:
+            raise ValueError(f"eval_layer: got {self.eval_layer}, allowed: 1 to {stages} "
+                             f"(the stages of {self.backbone})")
+        return self
 
     @model_validator(mode="after")
     def _warmup_within_budget(self) -> TrainConfig:
@@ -70,7 +84,7 @@ class TrainConfig(_Strict):
 class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials per method")
     max_concurrent: int | None = Field(None, ge=1)
-    metric: Literal["knn_acc", "linear_acc"] = "knn_acc"
+    metric: Literal["knn_acc", "linear_acc", "mlp_acc"] = "knn_acc"
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep 1/eta at each rung")
@@ -134,11 +148,12 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"methods.{unknown[0]}: unknown method; allowed: {', '.join(sorted(METHODS))}"
             )
-        if self.search.metric == "linear_acc" and self.train.linear_probe != "every":
-            raise ValueError(
-                "train.linear_probe: must be 'every' when search.metric is linear_acc "
-                "(the scheduler needs the metric at every evaluation)"
-            )
+        for metric, probe in (("linear_acc", "linear_probe"), ("mlp_acc", "mlp_probe")):
+            if self.search.metric == metric and getattr(self.train, probe) != "every":
+                raise ValueError(
+                    f"train.{probe}: must be 'every' when search.metric is {metric} "
+                    "(the scheduler needs the metric at every evaluation)"
+                )
         if self.search.grace_period > self.train.epochs:
             raise ValueError(
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "

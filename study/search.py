@@ -182,6 +182,8 @@ def _loop_settings(config: StudyConfig) -> LoopSettings:
         knn_k=train.knn_k,
         knn_temperature=train.knn_temperature,
         linear_probe=train.linear_probe,
+        mlp_probe=train.mlp_probe,
+        eval_layer=train.eval_layer,
         sync_bn=train.sync_bn,
     )
 

@@ -23,6 +23,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from trainables.augment import rotations
 from trainables.backbones import Encoder, Normalize, layerwise_conv
 from trainables.distributed import Collective
 from trainables.hparams import resolve
@@ -60,6 +61,12 @@ class Case:
     views: int = 2
     replace_heads: bool = False
     extra_state: tuple[str, ...] = field(default_factory=tuple)
+    #: Shape of every image view after the batch dimension; default (3, size, size).
+    image_shape: tuple[int, ...] | None = None
+    #: Further per-example inputs (targets, masks), drawn from the generator.
+    extra: Callable[[torch.Generator], list[torch.Tensor]] = lambda gen: []
+    #: Turns a worker's share of the inputs into its views (RotNet's rotations).
+    per_worker: Callable[[list[torch.Tensor]], list[torch.Tensor]] = lambda views: views
 
 
 CASES = {
@@ -80,6 +87,22 @@ CASES = {
                           "distance": "euclidean", "margin": 1.0},
         _layerwise_encoder, 7 if layer == 1 else 13, epoch=(layer, 2))
         for mining in ("random", "semi_hard") for layer in (1, 2)},
+    "rotnet": Case("rotnet", {"head_hidden_dim": 6}, _conv_encoder, 4, views=1,
+                   per_worker=lambda views: [rotations(views[0], 4)]),
+    "relative_patch": Case(
+        "relative_patch", {"head_hidden_dim": 6}, _conv_encoder, 4,
+        extra=lambda gen: [torch.randint(0, 8, (GLOBAL_BATCH,), generator=gen)]),
+    "jigsaw": Case(
+        "jigsaw", {"head_hidden_dim": 6, "num_permutations": 5}, _conv_encoder, 4, views=1,
+        image_shape=(9, 3, 4, 4),
+        extra=lambda gen: [torch.randint(0, 5, (GLOBAL_BATCH,), generator=gen)]),
+    "denoising_ae": Case("denoising_ae", {"loss": "bce"}, _conv_encoder, 8),
+    **{f"context_encoder-adv{adv}": Case(
+        "context_encoder", {"lambda_adv": adv}, _conv_encoder, 8, views=1,
+        extra=lambda gen: [(torch.rand(GLOBAL_BATCH, 1, 8, 8, generator=gen) > 0.5).float()])
+       for adv in (0.0, 0.5)},
+    "aet": Case("aet", {"decoder_hidden_dim": 6, "transform": "projective"}, _conv_encoder, 6,
+                extra=lambda gen: [torch.randn(GLOBAL_BATCH, 8, generator=gen)]),
 }
 
 
@@ -99,9 +122,12 @@ def _build(case: Case, comm: Collective):
 
 
 def _views(case: Case) -> list[torch.Tensor]:
+    """The whole batch's per-example inputs (images, and targets where the method takes
+    them); each worker takes its share of every one."""
     gen = torch.Generator().manual_seed(1)
-    return [torch.rand(GLOBAL_BATCH, 3, case.size, case.size, generator=gen)
-            for _ in range(case.views)]
+    shape = case.image_shape or (3, case.size, case.size)
+    views = [torch.rand(GLOBAL_BATCH, *shape, generator=gen) for _ in range(case.views)]
+    return views + case.extra(gen)
 
 
 def _result(model, loss: torch.Tensor, case: Case) -> dict[str, object]:
@@ -122,7 +148,7 @@ def _worker(rank: int, name: str, port: int, out_dir: str) -> None:
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, find_unused_parameters=not model.uses_all_parameters
         )
-        loss = ddp([v.chunk(WORLD)[rank] for v in _views(case)])
+        loss = ddp(case.per_worker([v.chunk(WORLD)[rank] for v in _views(case)]))
         loss.backward()
         torch.save(_result(model, loss, case), Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -140,7 +166,7 @@ def test_two_workers_match_one_process_on_the_whole_batch(name: str, tmp_path: P
     case = CASES[name]
     mp.spawn(_worker, args=(name, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     model = _build(case, Collective())
-    loss = model(_views(case))
+    loss = model(case.per_worker(_views(case)))
     loss.backward()
     single = _result(model, loss, case)
     assert single["grads"], "the single-process step produced no gradient"

@@ -219,3 +219,116 @@ def patch_grid(x: Tensor, size: int, stride: int) -> Tensor:
         raise ValueError(f"patch size {size} exceeds the {tuple(x.shape[2:])} image")
     patches = x.unfold(2, size, stride).unfold(3, size, stride)  # N, C, R, Q, size, size
     return patches.permute(0, 2, 3, 1, 4, 5)
+
+
+def _sample_grid(x: Tensor, inverse: Tensor, padding: str) -> Tensor:
+    """Resample ``x`` so that output coordinate p shows input coordinate ``inverse @ p``
+    (normalised [-1, 1] coordinates, homogeneous, one 3x3 matrix per image)."""
+    n, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([grid_x, grid_y, torch.ones_like(grid_x)], dim=-1).view(1, -1, 3)
+    mapped = points @ inverse.to(x.dtype).transpose(1, 2)  # N, H*W, 3
+    grid = mapped[..., :2] / mapped[..., 2:].clamp_min(1e-6)
+    return F.grid_sample(x, grid.view(n, h, w, 2), mode="bilinear", padding_mode=padding,
+                         align_corners=False)
+
+
+def warp(x: Tensor, matrices: Tensor) -> Tensor:
+    """Apply one 3x3 homography per image (normalised coordinates; the image content at p
+    moves to ``matrices @ p``); uncovered pixels are black."""
+    return _sample_grid(x, torch.linalg.inv(matrices), "zeros")
+
+
+def rotations(x: Tensor, count: int) -> Tensor:
+    """Every image under ``count`` rotations (2: 0 and 180 degrees; 4: multiples of 90;
+    8: multiples of 45), rotation-major: rows ``r * N .. (r + 1) * N`` are rotation r.
+    Quarter turns are exact; 45-degree ones are resampled with reflected borders, so no
+    black corner gives the angle away."""
+    if count not in (2, 4, 8):
+        raise ValueError(f"num_rotations: got {count}, allowed: 2, 4, 8")
+    step = 360 // count
+    out = []
+    for r in range(count):
+        angle = r * step
+        if angle % 90 == 0:
+            out.append(torch.rot90(x, angle // 90, dims=(2, 3)))
+            continue
+        theta = math.radians(angle)
+        matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0],
+                               [math.sin(theta), math.cos(theta), 0.0],
+                               [0.0, 0.0, 1.0]], device=x.device)
+        out.append(_sample_grid(x, torch.linalg.inv(matrix).expand(len(x), 3, 3), "reflection"))
+    return torch.cat(out)
+
+
+NOISE_KINDS = ("gaussian", "masking", "salt_pepper")
+
+
+def corrupt(x: Tensor, kind: str, level: float, gen: torch.Generator) -> Tensor:
+    """The denoising autoencoder's corruption of images in [0, 1]: additive Gaussian noise
+    of standard deviation ``level`` (clipped), masking noise (each pixel zeroed with
+    probability ``level``) or salt-and-pepper noise (each pixel set to 0 or 1 with
+    probability ``level``)."""
+    n, _, h, w = x.shape
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        return (x + level * noise).clamp(0.0, 1.0)
+    hit = torch.rand(n, 1, h, w, generator=gen, device=x.device) < level
+    if kind == "masking":
+        return x.masked_fill(hit, 0.0)
+    if kind == "salt_pepper":
+        salt = torch.rand(n, 1, h, w, generator=gen, device=x.device) < 0.5
+        return torch.where(hit, salt.to(x.dtype).expand_as(x), x)
+    raise ValueError(f"noise: unknown {kind!r}; allowed: {', '.join(NOISE_KINDS)}")
+
+
+MASK_KINDS = ("central", "random_block")
+
+
+def region_mask(
+    n: int, size: int, kind: str, fraction: float, gen: torch.Generator, device: torch.device
+) -> Tensor:
+    """(N, 1, size, size) float mask, 1 on the region to hide and reconstruct: the central
+    square of side ``fraction * size`` or one such square placed at random per image."""
+    side = max(1, round(fraction * size))
+    if kind == "central":
+        top = left = torch.full((n,), (size - side) // 2, device=device)
+    elif kind == "random_block":
+        top, left = random_offsets(n, size - side, gen, device)
+    else:
+        raise ValueError(f"mask: unknown {kind!r}; allowed: {', '.join(MASK_KINDS)}")
+    steps = torch.arange(size, device=device)
+    rows = (steps.view(1, -1) >= top.view(-1, 1)) & (steps.view(1, -1) < (top + side).view(-1, 1))
+    cols = (steps.view(1, -1) >= left.view(-1, 1)) & (steps.view(1, -1) < (left + side).view(-1, 1))
+    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1).float()
+
+
+def random_homographies(
+    n: int, magnitude: float, projective: bool, gen: torch.Generator, device: torch.device
+) -> Tensor:
+    """AET's transformations, scaled by ``magnitude`` in [0, 1]: rotation up to 180m
+    degrees, scale within 1 +- 0.3m, shear up to 30m degrees, translation up to 0.2m of
+    the image, and (projective) perspective terms up to 0.2m; (N, 3, 3), last entry 1.
+    Magnitude 1 is AET's affine range."""
+    def uniform(bound: float) -> Tensor:
+        return (2 * torch.rand(n, generator=gen, device=device) - 1) * bound
+
+    angle = uniform(math.pi * magnitude)
+    scale = 1 + uniform(0.3 * magnitude)
+    shear = uniform(math.radians(30) * magnitude)
+    matrices = torch.zeros(n, 3, 3, device=device)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    # Rotation @ shear (x += tan * y) @ scale, then the translation column.
+    matrices[:, 0, 0] = scale * cos
+    matrices[:, 0, 1] = scale * (cos * tan - sin)
+    matrices[:, 1, 0] = scale * sin
+    matrices[:, 1, 1] = scale * (sin * tan + cos)
+    matrices[:, 0, 2] = uniform(0.4 * magnitude)  # 0.2 of the image = 0.4 in [-1, 1]
+    matrices[:, 1, 2] = uniform(0.4 * magnitude)
+    matrices[:, 2, 2] = 1.0
+    if projective:
+        matrices[:, 2, 0] = uniform(0.2 * magnitude)
+        matrices[:, 2, 1] = uniform(0.2 * magnitude)
+    return matrices

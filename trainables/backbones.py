@@ -13,12 +13,15 @@ before the first block) with a 3x3 stride-1 convolution and no pooling.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import MappingProxyType
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 BACKBONES = ("small_cnn", "resnet18", "layerwise_conv")
+#: Stages of each study-wide backbone, for validating ``train.eval_layer`` up front.
+BACKBONE_STAGES = MappingProxyType({"small_cnn": 4, "resnet18": 5, "layerwise_conv": 2})
 
 
 class Normalize(nn.Module):
@@ -61,6 +64,22 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return pool(self.feature_maps(x)[-1])
+
+
+class StageFeatures(nn.Module):
+    """An encoder cut after stage ``depth`` (1-based), pooled: evaluation from an
+    intermediate block. Shares the encoder's parameters; holds no state of its own."""
+
+    def __init__(self, encoder: Encoder, depth: int) -> None:
+        super().__init__()
+        if not 1 <= depth <= len(encoder.stages):
+            raise ValueError(f"eval_layer: got {depth}, allowed: 1 to {len(encoder.stages)} "
+                             f"(the backbone's stages)")
+        self.encoder = encoder
+        self.depth = depth
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pool(self.encoder.feature_maps(x, self.depth)[-1])
 
 
 def pool(feature_map: Tensor) -> Tensor:

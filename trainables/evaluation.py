@@ -136,3 +136,43 @@ def supervised_accuracy(
             optimizer.step()
     logits = extract_features(model, test_images, device)
     return float((logits.argmax(dim=1) == test_labels.to(device)).float().mean())
+
+
+def mlp_probe_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    hidden_dim: int = 256,
+    steps: int = 300,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+) -> float:
+    """A one-hidden-layer MLP on standardised frozen features.
+
+    Pretext features (RotNet's above all, ../shared/seeds/003_c80d734d47a8bbd6.txt, which
+    evaluates RotNet with a non-linear head) are often not linearly separable, so a linear
+    probe understates them. Full-batch Adam on the feature tensors: the encoder is not
+    involved, and a fixed seed makes the score a function of the features alone.
+    """
+    device = train_features.device
+    mean = train_features.mean(dim=0, keepdim=True)
+    std = train_features.std(dim=0, keepdim=True).clamp(min=1e-6)
+    x_train = ((train_features - mean) / std).detach()
+    x_test = ((test_features - mean) / std).detach()
+    y_train = train_labels.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        probe = nn.Sequential(
+            nn.Linear(x_train.shape[1], hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes)
+        ).to(device)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = F.cross_entropy(probe(x_train), y_train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = probe(x_test).argmax(dim=1)
+    return float((predicted == test_labels.to(device)).float().mean())

@@ -26,7 +26,12 @@ from torch import Tensor
 from trainables.augment import AugmentationPolicy
 from trainables.data import ImageDataset
 from trainables.distributed import Collective
-from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+from trainables.evaluation import (
+    extract_features,
+    knn_accuracy,
+    linear_probe_accuracy,
+    mlp_probe_accuracy,
+)
 from trainables.methods.base import SSLMethod
 
 
@@ -53,6 +58,10 @@ class LoopSettings:
     knn_k: int = 200
     knn_temperature: float = 0.1
     linear_probe: Literal["final", "every", "never"] = "final"
+    #: When the non-linear (MLP) probe runs, like ``linear_probe``.
+    mlp_probe: Literal["final", "every", "never"] = "final"
+    #: Evaluate the pooled output of this encoder stage (1-based); None: the last.
+    eval_layer: int | None = None
     #: Normalise BatchNorm over the global batch (data-parallel GPU trials only).
     sync_bn: bool = False
 
@@ -99,10 +108,14 @@ def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def evaluate(
-    method: SSLMethod, dataset: ImageDataset, settings: LoopSettings, with_linear: bool
+    method: SSLMethod,
+    dataset: ImageDataset,
+    settings: LoopSettings,
+    with_linear: bool,
+    with_mlp: bool = False,
 ) -> dict[str, float]:
     device = torch.device(settings.device)
-    representation = method.representation()
+    representation = method.representation(settings.eval_layer)
     train_features = extract_features(representation, dataset.train_images, device)
     test_features = extract_features(representation, dataset.test_images, device)
     metrics = {
@@ -124,7 +137,19 @@ def evaluate(
             dataset.test_labels,
             dataset.num_classes,
         )
+    if with_mlp:
+        metrics["mlp_acc"] = mlp_probe_accuracy(
+            train_features,
+            dataset.train_labels,
+            test_features,
+            dataset.test_labels,
+            dataset.num_classes,
+        )
     return metrics
+
+
+def _probe_due(when: str, final: bool) -> bool:
+    return when == "every" or (when == "final" and final)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, comm: Collective):
@@ -249,10 +274,11 @@ def train(
         evaluated = final or epoch % settings.eval_every == 0
         artifacts: dict[str, bytes] = {}
         if evaluated and comm.rank == 0:
-            with_linear = settings.linear_probe == "every" or (
-                settings.linear_probe == "final" and final
-            )
-            metrics.update(evaluate(method, dataset, settings, with_linear))
+            metrics.update(evaluate(
+                method, dataset, settings,
+                with_linear=_probe_due(settings.linear_probe, final),
+                with_mlp=_probe_due(settings.mlp_probe, final),
+            ))
             if final:
                 metrics.update(method.extra_evaluation(dataset, device))
                 artifacts = method.artifacts()

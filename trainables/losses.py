@@ -238,3 +238,53 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     (``log sigmoid`` written as ``-softplus(-x)``, finite for any logit). Used for Deep
     InfoMax's prior matching; the generator side comes from a gradient reversal."""
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def pretext_classification(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross entropy of a pretext classifier (which rotation, which relative position,
+    which permutation): ``-log softmax(logits)[label]`` averaged over the examples."""
+    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (N, K) and labels (N,), got {tuple(logits.shape)} "
+                         f"and {tuple(labels.shape)}")
+    return F.cross_entropy(logits, labels)
+
+
+RECONSTRUCTION_LOSSES = ("mse", "bce")
+
+
+def reconstruction_loss(
+    logits: Tensor, target: Tensor, kind: str, mask: Tensor | None = None
+) -> Tensor:
+    """Pixel reconstruction from decoder logits (the image is ``sigmoid(logits)``).
+
+    ``"mse"``: squared error of ``sigmoid(logits)``; ``"bce"``: the cross entropy of
+    pixels in [0, 1] (the two losses ../shared/seeds/001_a60f3e13f8331ac6.txt shows for
+    the denoising autoencoder). With ``mask`` (1 where the loss applies, broadcastable to
+    the image) each image's sum runs over its masked elements only and is divided by
+    their number: the context encoder's ``||M (x - F((1 - M) x))||^2`` per masked
+    element, averaged over images (per image, so that any split of the batch over
+    workers averages to the same value).
+    """
+    if logits.shape != target.shape:
+        raise ValueError(f"logits and target must have equal shapes, got "
+                         f"{tuple(logits.shape)} and {tuple(target.shape)}")
+    if kind == "mse":
+        per_element = (torch.sigmoid(logits) - target).pow(2)
+    elif kind == "bce":
+        per_element = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        raise ValueError(f"loss: unknown {kind!r}; allowed: {', '.join(RECONSTRUCTION_LOSSES)}")
+    if mask is None:
+        return per_element.mean()
+    weights = mask.expand_as(per_element).to(per_element.dtype).flatten(1)
+    per_image = (per_element.flatten(1) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return per_image.mean()
+
+
+def transformation_regression(predicted: Tensor, true: Tensor) -> Tensor:
+    """AET's parametrised loss ``||theta_hat - theta||_2^2`` (../shared/seeds/
+    004_e6ad71d192551e5a.txt, section 3.3), summed over parameters, mean over images."""
+    if predicted.shape != true.shape or predicted.ndim != 2:
+        raise ValueError(f"predicted and true must be (N, P) of equal shape, got "
+                         f"{tuple(predicted.shape)} and {tuple(true.shape)}")
+    return (predicted - true).pow(2).sum(dim=1).mean()

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.augment import AugmentationPolicy, augment
+from trainables.backbones import StageFeatures
 from trainables.distributed import LOCAL, Collective
 from trainables.hparams import HParam
 
@@ -75,9 +76,10 @@ class SSLMethod(nn.Module, ABC):
         """Called by the loop before every epoch (1-based) of ``epochs``, also after a
         resume; methods with a schedule of their own (layer-wise training) follow it."""
 
-    def representation(self) -> nn.Module:
-        """The module whose output is evaluated: images in [0, 1] to feature vectors."""
-        return self.encoder
+    def representation(self, depth: int | None = None) -> nn.Module:
+        """The module whose output is evaluated: images in [0, 1] to feature vectors,
+        from the encoder's stage ``depth`` (1-based) or, by default, its last."""
+        return self.encoder if depth is None else StageFeatures(self.encoder, depth)
 
     def extra_evaluation(self, dataset: ImageDataset, device: torch.device) -> dict[str, float]:
         """Method-specific metrics computed once, after the last epoch (rank 0 only)."""

@@ -81,8 +81,8 @@ class CPC(SSLMethod):
             nn.Conv2d(dim, dim, 1) for _ in range(self.hparams["pred_steps"])
         )
 
-    def representation(self) -> nn.Module:
-        return PatchGridEncoder(self.encoder, self.hparams["patch_size"])
+    def representation(self, depth: int | None = None) -> nn.Module:
+        return PatchGridEncoder(super().representation(depth), self.hparams["patch_size"])
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         z = PatchGridEncoder(self.encoder, self.hparams["patch_size"]).encode_grid(views[0])

@@ -1,0 +1,71 @@
+"""Relative patch location: which of the 8 neighbours of the centre patch is this?
+
+Source: ../shared/seeds/001_a60f3e13f8331ac6.txt ("Predicting Image Patch Locations",
+after Doersch et al., 2015): two patches of a 3x3 grid of one image, the centre and one
+of its eight neighbours, go through a siamese encoder, and a classifier on the two
+encodings predicts the position of the second relative to the first. As in Doersch et
+al., the grid leaves ``gap`` pixels between patches and every patch is moved by up to
+``jitter`` pixels, so that continuing edges and textures across the border cannot solve
+the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import torch
+from torch import Tensor
+
+from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
+from trainables.heads import classifier_mlp
+from trainables.hparams import HParam
+from trainables.losses import pretext_classification
+from trainables.methods.base import SSLMethod
+
+#: (row, column) of the eight neighbours in the 3x3 grid, in label order.
+NEIGHBOURS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
+
+
+class RelativePatchLocation(SSLMethod):
+    name = "relative_patch"
+    source = "001_a60f3e13f8331ac6.txt (Predicting Image Patch Locations)"
+    hyperparameters = MappingProxyType({
+        "patch_size": HParam("int", 8, "side of each patch in pixels", low=2),
+        "gap": HParam("int", 2, "pixels between neighbouring grid cells", low=0),
+        "jitter": HParam("int", 1, "largest random shift of each patch, in pixels", low=0),
+        "head_hidden_dim": HParam("int", 256, "hidden width of the position classifier",
+                                  low=1),
+    })
+
+    def build(self) -> None:
+        self.classifier = classifier_mlp(
+            2 * self.feature_dim, self.hparams["head_hidden_dim"], len(NEIGHBOURS)
+        )
+
+    def make_views(
+        self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
+    ) -> list[Tensor]:
+        x = augment(batch, policy, generator)
+        size, gap, jitter = (self.hparams[k] for k in ("patch_size", "gap", "jitter"))
+        n, device = x.shape[0], x.device
+        span = 3 * size + 2 * gap + 2 * jitter
+        top, left = random_offsets(n, x.shape[2] - span, generator, device)
+        labels = torch.randint(0, len(NEIGHBOURS), (n,), generator=generator, device=device)
+        cells = torch.tensor(NEIGHBOURS, device=device)[labels]
+
+        def patch(row: Tensor, col: Tensor) -> Tensor:
+            shift_y, shift_x = (
+                torch.randint(-jitter, jitter + 1, (n,), generator=generator, device=device)
+                for _ in range(2)
+            )
+            return crop_at(x, top + jitter + row * (size + gap) + shift_y,
+                           left + jitter + col * (size + gap) + shift_x, size)
+
+        centre = patch(torch.ones_like(labels), torch.ones_like(labels))
+        return [centre, patch(cells[:, 0], cells[:, 1]), labels]
+
+    def forward(self, views: Sequence[Tensor]) -> Tensor:
+        centre, neighbour, labels = views
+        first, second = self.encoder(torch.cat([centre, neighbour])).chunk(2)
+        return pretext_classification(self.classifier(torch.cat([first, second], 1)), labels)
