@@ -136,3 +136,22 @@ def heatmap(
     fig.colorbar(image, ax=ax, label=metric)
     ax.set_title(f"{method}: {metric} over {row_label} x {col_label}")
     return _save(fig, path)
+
+
+def comparison_plot(path: Path, scores: dict[str, pd.Series], metric: str) -> Path:
+    """Every compared trial of every method (dots, slightly spread sideways) over a box
+    of its quartiles: where each method's trials land, not only its best."""
+    methods = list(scores)
+    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.2, 4.0))
+    ax.boxplot([scores[m].to_numpy(dtype=float) for m in methods], widths=0.5,
+               showfliers=False)
+    spread = np.random.default_rng(0)
+    for position, method in enumerate(methods, start=1):
+        values = scores[method].to_numpy(dtype=float)
+        ax.scatter(position + spread.uniform(-0.12, 0.12, len(values)), values, s=14,
+                   color="#225ea8", alpha=0.7, zorder=3)
+    ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} of every compared trial, per method")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

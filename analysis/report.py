@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.comparison import COLUMNS as COMPARISON_COLUMNS
+from analysis.comparison import compare_method
 from analysis.errors import AnalysisInputError
 from analysis.runs import Experiment, load_experiment
 from analysis.sensitivity import (
@@ -46,6 +48,10 @@ class MethodAnalysis:
     sensitivity: pd.DataFrame
     plots: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The compared trials' scores at the budget, their parameters and scales.
+    scores: pd.Series | None = None
+    frame: pd.DataFrame | None = None
+    scales: dict[str, Scale] = field(default_factory=dict)
 
 
 def _slug(text: str) -> str:
@@ -110,7 +116,8 @@ def analyse_method(
     params = varying_params(frame, experiment.params)
     scales = {p: param_scale(p, frame[p], spec.get(p)) for p in params}
     analysis = MethodAnalysis(method, budget, len(runs), failed, None, False,
-                              pd.DataFrame(), pd.DataFrame())
+                              pd.DataFrame(), pd.DataFrame(), scores=y, frame=frame[params],
+                              scales=scales)
     analysis.notes.append(
         f"{budget.reached_full} of {budget.eligible} finished trials reached the full budget of "
         f"{budget.full_budget:g} epochs; the others were stopped early by the scheduler and "
@@ -219,9 +226,24 @@ def _method_section(a: MethodAnalysis, metric: str) -> str:
     return "\n".join(parts)
 
 
+def _comparison_section(comparison: pd.DataFrame, plot: Path | None, metric: str) -> str:
+    if comparison.empty:
+        return ""
+    e = html.escape
+    return (
+        f"<h2>Method comparison</h2><p>Each method's {e(metric)} over the trials it compared "
+        "(at its own budget): best, median and spread across trials; "
+        "<b>neighbour_mean</b> is the mean score of the trials nearest to the best "
+        "configuration in hyperparameter space and <b>best_drop</b> the loss from the best "
+        "to them (small: the best sits on a plateau; large: on a peak).</p>"
+        f"{_table(comparison)}" + (f'<div class="plots">{_img(plot)}</div>' if plot else "")
+    )
+
+
 def render_report(
     experiment_name: str, tracking_uri: str, metric: str, mode: str,
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
+    comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
 ) -> str:
     e = html.escape
     summary = pd.DataFrame([
@@ -246,6 +268,8 @@ def render_report(
 Trials stopped early by the scheduler report values after fewer epochs than finished ones;
 every comparison below is made at one budget per method, given in the table.</p>
 {_table(summary)}
+{_comparison_section(comparison if comparison is not None else pd.DataFrame(),
+                     comparison_plot, metric)}
 {"".join(_method_section(a, metric) for a in analyses)}
 <details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
 </body></html>
@@ -287,13 +311,36 @@ def run_analysis(
     _concat([a.sensitivity for a in analyses],
             ["method", "param", "value", "mean", "low", "high", "n"]).to_csv(
         out / "sensitivity.csv", index=False)
+    comparison, comparison_plot = _compare(analyses, metric, mode, plots_dir)
+    if not comparison.empty:
+        comparison.to_csv(out / "comparison.csv", index=False)
     report = out / "report.html"
-    report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses, data.runs))
+    report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses, data.runs,
+                                    comparison, comparison_plot))
     logger.info("report: %s", report.resolve())
-    logger.info("tables: runs.parquet, history.parquet, importance.csv, sensitivity.csv; "
-                "plots in %s", plots_dir.resolve())
+    logger.info("tables: runs.parquet, history.parquet, importance.csv, sensitivity.csv%s; "
+                "plots in %s", ", comparison.csv" if not comparison.empty else "",
+                plots_dir.resolve())
     logger.info("open the runs: mlflow ui --backend-store-uri %s", tracking_uri)
     return 0
+
+
+def _compare(
+    analyses: list[MethodAnalysis], metric: str, mode: str, plots_dir: Path
+) -> tuple[pd.DataFrame, Path | None]:
+    """The method comparison, when the experiment holds two or more scored methods."""
+    scored = [a for a in analyses if a.scores is not None and len(a.scores)]
+    if len(scored) < 2:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS), None
+    table = pd.DataFrame(
+        [compare_method(a.method, a.scores, a.frame, a.scales, a.budget.budget, mode)
+         for a in scored],
+        columns=COMPARISON_COLUMNS,
+    )
+    table = table.sort_values("best", ascending=mode != "max", kind="stable")
+    plot = plots.comparison_plot(plots_dir / "method_comparison.png",
+                                 {a.method: a.scores for a in scored}, metric)
+    return table, plot
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -89,7 +89,8 @@ def param_scale(name: str, values: pd.Series, spec: dict[str, Any] | None) -> Sc
     return "linear"
 
 
-def _forward(x: np.ndarray, scale: Scale) -> np.ndarray:
+def forward(x: np.ndarray, scale: Scale) -> np.ndarray:
+    """Values on the axis their scale searches (log10, or log10 of 1 - x)."""
     if scale == "log":
         return np.log10(x)
     if scale == "log1m":
@@ -128,7 +129,7 @@ def response(x: pd.Series, y: pd.Series, scale: Scale, max_bins: int = 6) -> pd.
             rows.append({"value": value, "mean": mean, "low": low, "high": high,
                          "n": len(group)})
         return pd.DataFrame(rows, columns=["value", "mean", "low", "high", "n"])
-    t = _forward(data["x"].to_numpy(dtype=float), scale)
+    t = forward(data["x"].to_numpy(dtype=float), scale)
     bins = int(np.clip(round(math.sqrt(len(data))), 2, max_bins))
     edges = np.linspace(t.min(), t.max(), bins + 1)
     which = np.clip(np.digitize(t, edges[1:-1]), 0, bins - 1)

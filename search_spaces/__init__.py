@@ -90,6 +90,44 @@ class SearchSpace:
         }
 
 
+#: Name of the categorical choice of method in a cross-method search.
+METHOD_PARAM = "method"
+
+
+@dataclass(frozen=True)
+class CrossMethodSpace:
+    """One search over several methods, for Optuna's define-by-run API: the method is a
+    categorical choice and each method's parameters are suggested only when it is chosen,
+    under the names ``<method>.<parameter>`` (conditional parameters, so TPE models each
+    method's parameters from that method's trials alone). An instance is the callable
+    Ray's ``OptunaSearch`` takes as a define-by-run space (a plain dataclass, so the
+    searcher's state can be saved and restored)."""
+
+    spaces: Mapping[str, SearchSpace]
+
+    def __call__(self, trial: Any) -> None:
+        method = trial.suggest_categorical(METHOD_PARAM, list(self.spaces))
+        for name, distribution in self.spaces[method].to_optuna().items():
+            _suggest(trial, f"{method}.{name}", distribution)
+
+    def split(self, suggested: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The chosen method and its own suggestion under the method space's names."""
+        method = suggested[METHOD_PARAM]
+        prefix = f"{method}."
+        own = {k.removeprefix(prefix): v for k, v in suggested.items() if k.startswith(prefix)}
+        return method, own
+
+
+def _suggest(trial: Any, name: str, distribution: od.BaseDistribution) -> Any:
+    if isinstance(distribution, od.CategoricalDistribution):
+        return trial.suggest_categorical(name, list(distribution.choices))
+    if isinstance(distribution, od.IntDistribution):
+        return trial.suggest_int(name, distribution.low, distribution.high,
+                                 step=distribution.step, log=distribution.log)
+    return trial.suggest_float(name, distribution.low, distribution.high,
+                               step=distribution.step, log=distribution.log)
+
+
 def _distribution(spec: ParamSpec) -> od.BaseDistribution:
     if spec.type == "categorical":
         return od.CategoricalDistribution(list(spec.choices))

@@ -85,6 +85,11 @@ class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials per method")
     max_concurrent: int | None = Field(None, ge=1)
     metric: Literal["knn_acc", "linear_acc", "mlp_acc"] = "knn_acc"
+    cross_method: bool = Field(
+        False,
+        description="one search over all methods (method as a categorical choice with "
+        "conditional parameters) instead of one search per method",
+    )
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep 1/eta at each rung")

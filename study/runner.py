@@ -208,7 +208,7 @@ def run_search(
 ) -> int:
     import ray
 
-    from study.search import default_max_concurrent, run_method, study_root
+    from study.search import default_max_concurrent, run_cross_method, run_method, study_root
     from trainables.ray_trial import DatasetHandle
 
     config = load_config(config_path, overrides)
@@ -275,10 +275,13 @@ def run_search(
         # The dataset goes to the object store once for the whole study; every trial
         # and worker of every method reads it from there.
         data = DatasetHandle(ray.put(dataset))
-        outcomes = [
-            run_method(config, method, space, data, target, max_concurrent, resume)
-            for method, space in spaces.items()
-        ]
+        if config.search.cross_method:
+            outcomes = run_cross_method(config, spaces, data, target, max_concurrent, resume)
+        else:
+            outcomes = [
+                run_method(config, method, space, data, target, max_concurrent, resume)
+                for method, space in spaces.items()
+            ]
     return _finish_search(config, target, tracking_uri, outcomes, root)
 
 

@@ -24,7 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from search_spaces import SearchSpace
+from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
 from study.config import StudyConfig
 from study.tracking import (
     TrackingTarget,
@@ -33,11 +33,13 @@ from study.tracking import (
     find_trial_run,
 )
 from trainables.loop import LoopSettings
-from trainables.ray_trial import DatasetHandle, tune_trial
+from trainables.ray_trial import DatasetHandle, cross_method_trial, tune_trial
 from trainables.trainable import TrialSettings
 
 logger = logging.getLogger(__name__)
 OPTUNA_DB = "optuna.db"
+#: The Tuner (and Optuna study suffix) of a cross-method search.
+CROSS_METHOD = "cross_method"
 
 
 def study_root(config: StudyConfig) -> Path:
@@ -57,15 +59,29 @@ class TrialProgress(tune.Callback):
     """One log line per reported result: method, trial, budget, key hyperparameters and
     the latest metric, so a user sees a study converge (or not) while it runs."""
 
-    def __init__(self, method: str, space: SearchSpace, metric: str, max_epochs: int) -> None:
-        self.method, self.space, self.metric, self.max_epochs = method, space, metric, max_epochs
+    def __init__(
+        self,
+        spaces: Mapping[str, SearchSpace],
+        metric: str,
+        max_epochs: int,
+        cross: CrossMethodSpace | None = None,
+    ) -> None:
+        self.spaces, self.metric, self.max_epochs, self.cross = spaces, metric, max_epochs, cross
+
+    def _describe(self, config: Mapping[str, Any]) -> tuple[str, SearchSpace, dict[str, Any]]:
+        if self.cross is not None:
+            method, own = self.cross.split(config)
+        else:
+            (method,), own = self.spaces, config
+        space = self.spaces[method]
+        return method, space, space.decode(own)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
-        params = self.space.decode(trial.config)
-        shown = " ".join(f"{k}={_format_value(params[k])}" for k in self.space.params)
+        method, space, params = self._describe(trial.config)
+        shown = " ".join(f"{k}={_format_value(params[k])}" for k in space.params)
         logger.info(
             "%s %s epoch %d/%d  %s  loss=%.4f %s=%.4f",
-            self.method,
+            method,
             trial.trial_id,
             int(result.get("epoch", 0)),
             self.max_epochs,
@@ -76,7 +92,8 @@ class TrialProgress(tune.Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        logger.warning("%s %s failed: %s", self.method, trial.trial_id, _error_text(trial))
+        method = self._describe(trial.config)[0]
+        logger.warning("%s %s failed: %s", method, trial.trial_id, _error_text(trial))
 
 
 def _error_text(trial: Any) -> str:
@@ -232,33 +249,39 @@ def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) ->
 
 
 def _summarise(
-    method: str, space: SearchSpace, results: tune.ResultGrid, config: StudyConfig
+    results: list[tune.Result],
+    method: str,
+    decode: Any,
+    config: StudyConfig,
 ) -> MethodOutcome:
+    """Counts and the best configuration (last reported value) of one method's trials;
+    ``decode`` maps a trial's config to the method's hyperparameters."""
     completed = stopped = failed = 0
+    best_value, best_params = None, {}
+    sign = 1.0 if config.search.mode == "max" else -1.0
     for result in results:
+        metrics = result.metrics or {}
         if result.error is not None:
             failed += 1
-        elif int((result.metrics or {}).get("epoch", 0)) >= config.train.epochs:
+            continue
+        if int(metrics.get("epoch", 0)) >= config.train.epochs:
             completed += 1
         else:
             stopped += 1
-    best_value, best_params = None, {}
-    if failed < len(results):
-        best = results.get_best_result(config.search.metric, config.search.mode, scope="last")
-        if best.metrics and config.search.metric in best.metrics:
-            best_value = float(best.metrics[config.search.metric])
-            best_params = space.decode(best.config)
+        value = metrics.get(config.search.metric)
+        if value is not None and (best_value is None or sign * value > sign * best_value):
+            best_value, best_params = float(value), decode(result.config)
     return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
 
 
-def _orphaned_optuna_trials(config: StudyConfig, method: str) -> int:
+def _orphaned_optuna_trials(config: StudyConfig, study_name: str) -> int:
     """Mark Optuna trials still RUNNING after the Tuner finished as failed.
 
     They can only come from a driver that died between asking Optuna for a suggestion and
     saving the searcher's state; no Tune trial will ever report them.
     """
     study = optuna.load_study(
-        study_name=f"{config.name}-{method}", storage=optuna_storage_url(config)
+        study_name=f"{config.name}-{study_name}", storage=optuna_storage_url(config)
     )
     orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     for trial in orphans:
@@ -275,62 +298,130 @@ def run_method(
     max_concurrent: int,
     resume: bool = False,
 ) -> MethodOutcome:
-    search = config.search
+    """One method's search: a Tuner named after the method, an Optuna study
+    ``<study>-<method>``."""
+    settings = trial_settings(config, method, space, target)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, settings=settings, data=data),
+        _trial_resources(config),
+    )
+    progress = TrialProgress({method: space}, config.search.metric, config.train.epochs)
+    results = _fit(config, method, trainable, space.to_optuna(), progress, target,
+                   max_concurrent, resume, searching=", ".join(space.params))
+    outcome = _summarise(results, method, space.decode, config)
+    _close_orphans(config, method, [method], target)
+    _log_outcome(config, outcome)
+    return outcome
+
+
+def run_cross_method(
+    config: StudyConfig,
+    spaces: Mapping[str, SearchSpace],
+    data: DatasetHandle,
+    target: TrackingTarget,
+    max_concurrent: int,
+    resume: bool = False,
+) -> list[MethodOutcome]:
+    """One search over every method of the study (``search.cross_method``): the method is
+    a categorical choice with conditional parameters (Optuna's define-by-run space), so
+    TPE spends trials on the methods that score well; ``search.num_samples`` counts the
+    trials of the whole search. Each trial is an ordinary trial of its method (same
+    MLflow run, tags and checkpoints), so the analysis needs no special case."""
+    cross = CrossMethodSpace(spaces)
+    settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(cross_method_trial, settings_by_method=settings, space=cross,
+                             data=data),
+        _trial_resources(config),
+    )
+    progress = TrialProgress(spaces, config.search.metric, config.train.epochs, cross)
+    searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
+    results = _fit(config, CROSS_METHOD, trainable, cross, progress, target, max_concurrent,
+                   resume, searching)
+    outcomes = []
+    for method, space in spaces.items():
+        mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
+        outcome = _summarise(mine, method, lambda c, s=space: s.decode(cross.split(c)[1]),
+                             config)
+        _log_outcome(config, outcome)
+        outcomes.append(outcome)
+    _close_orphans(config, CROSS_METHOD, list(spaces), target)
+    return outcomes
+
+
+def _fit(
+    config: StudyConfig,
+    name: str,
+    trainable: Any,
+    optuna_space: Any,
+    progress: TrialProgress,
+    target: TrackingTarget,
+    max_concurrent: int,
+    resume: bool,
+    searching: str,
+) -> list[tune.Result]:
+    """Run (or resume) the Tuner ``name`` with its Optuna study ``<study>-<name>``."""
     # Keeping only the last checkpoints forces an experiment snapshot whenever one is
     # deleted; Ray warns about that on every small trial, which is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Save the experiment state (trials and searcher) often, so that a study whose driver
     # dies resumes close to where it was.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    settings = trial_settings(config, method, space, target)
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, settings=settings, data=data),
-        _trial_resources(config),
-    )
-    experiment_path = study_root(config) / method
+    experiment_path = study_root(config) / name
     if resume and tune.Tuner.can_restore(str(experiment_path)):
-        logger.info("%s: resuming from %s", method, experiment_path)
+        logger.info("%s: resuming from %s", name, experiment_path)
         tuner = tune.Tuner.restore(
             str(experiment_path), trainable=trainable, resume_unfinished=True,
             resume_errored=False, restart_errored=False,
         )
     else:
-        tuner = _new_tuner(config, method, space, trainable, target, max_concurrent)
-    outcome = _summarise(method, space, tuner.fit(), config)
-    orphans = _orphaned_optuna_trials(config, method)
-    orphan_runs = close_orphaned_runs(target, method)
+        tuner = _new_tuner(config, name, optuna_space, trainable, progress, target,
+                           max_concurrent)
+        logger.info("%s: %d trials, at most %d at a time, searching %s", name,
+                    config.search.num_samples, max_concurrent, searching)
+    return list(tuner.fit())
+
+
+def _close_orphans(
+    config: StudyConfig, name: str, methods: list[str], target: TrackingTarget
+) -> None:
+    orphans = _orphaned_optuna_trials(config, name)
+    orphan_runs = sum(close_orphaned_runs(target, method) for method in methods)
     if orphans or orphan_runs:
         logger.info(
             "%s: closed %d Optuna trial(s) and %d MLflow run(s) that a dead driver started "
-            "without recording them", method, orphans, orphan_runs,
+            "without recording them", name, orphans, orphan_runs,
         )
+
+
+def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
     logger.info(
         "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
-        method,
+        outcome.method,
         outcome.completed,
         outcome.stopped_early,
         outcome.failed,
-        search.metric,
+        config.search.metric,
         "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
     )
-    return outcome
 
 
 def _new_tuner(
     config: StudyConfig,
-    method: str,
-    space: SearchSpace,
+    name: str,
+    optuna_space: Any,
     trainable: Any,
+    progress: TrialProgress,
     target: TrackingTarget,
     max_concurrent: int,
 ) -> tune.Tuner:
     search = config.search
     searcher = LinkedOptunaSearch(
-        space=space.to_optuna(),
+        space=optuna_space,
         metric=search.metric,
         mode=search.mode,
         sampler=_sampler(config),
-        study_name=f"{config.name}-{method}",
+        study_name=f"{config.name}-{name}",
         storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
         target=target,
     )
@@ -340,7 +431,7 @@ def _new_tuner(
         grace_period=search.grace_period,
         reduction_factor=search.reduction_factor,
     )
-    tuner = tune.Tuner(
+    return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
@@ -351,7 +442,7 @@ def _new_tuner(
             max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
-            name=method,
+            name=name,
             storage_path=str(study_root(config)),
             failure_config=tune.FailureConfig(
                 # Multi-worker trials retry inside Ray Train; Tune retries single ones.
@@ -360,18 +451,7 @@ def _new_tuner(
                 fail_fast=False,
             ),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[
-                TrialProgress(method, space, search.metric, config.train.epochs),
-                CloseTrialRuns(target, config.train.epochs),
-            ],
+            callbacks=[progress, CloseTrialRuns(target, config.train.epochs)],
             verbose=0,
         ),
     )
-    logger.info(
-        "%s: %d trials, at most %d at a time, searching %s",
-        method,
-        search.num_samples,
-        max_concurrent,
-        ", ".join(space.params),
-    )
-    return tuner

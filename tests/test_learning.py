@@ -1,7 +1,19 @@
 """Every method learns: short pretraining beats a random-init encoder of the same
-architecture on held-out kNN accuracy, on the built-in shapes dataset."""
+architecture on held-out accuracy, on built-in data.
+
+The contrastive methods are judged by kNN accuracy of the last block on the generated
+shapes. The pretext methods are judged by the linear probe (their features are rarely
+organised for kNN) and RotNet from its third block on scikit-learn's digits: seven of the
+eight shapes silhouettes look the same under quarter turns, so no rotation can be
+recognised on shapes (measured: the loss stays at log 4), and RotNet's last block is
+specialised to rotations, as its source notes (digits, kNN: block 3 rises from 0.69 to
+0.79 while the last block falls from 0.87 to 0.74).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -19,6 +31,16 @@ pytestmark = pytest.mark.slow
 #: MoCo paper notes), CPC 0.18 -> 0.29, spatial contrasting 0.25 -> 0.33, Deep InfoMax
 #: 0.25 -> 0.33, layer-wise patch triplet 0.35 -> 0.48 (two conv layers; random edge-like
 #: filters already separate the shapes better than a random deep CNN).
+@dataclass(frozen=True)
+class Check:
+    given: dict[str, Any]
+    epochs: int
+    required_gain: float
+    metric: str = "knn_acc"
+    dataset: str = "shapes"
+    eval_layer: int | None = None
+
+
 SETTINGS = {
     "simclr": ({"temperature": 0.2, "lr": 3e-3, "batch_size": 64, "aug_strength": 0.5}, 6, 0.10),
     "moco": ({"temperature": 0.2, "lr": 3e-3, "batch_size": 64, "aug_strength": 0.5,
@@ -29,23 +51,46 @@ SETTINGS = {
     "dim": ({"lr": 3e-3, "batch_size": 64}, 6, 0.05),
     "patch_triplet": ({"lr": 3e-3, "batch_size": 64, "transfer_epochs": 0}, 3, 0.06),
 }
+#: The pretext methods, measured when written (random init -> pretrained): RotNet (digits,
+#: block 3, kNN) 0.69 -> 0.79; linear probe on shapes after 4 epochs: relative patch
+#: location 0.41 -> 0.57 (3 epochs), denoising AE 0.41 -> 0.56, context encoder 0.41 ->
+#: 0.61 (3 epochs), AET 0.41 -> 0.58, jigsaw with 4 permutations 0.41 -> 0.69.
+PRETEXT = {
+    "rotnet": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.05, dataset="digits", eval_layer=3),
+    "relative_patch": Check({"lr": 3e-3, "batch_size": 64}, 3, 0.08, "linear_acc"),
+    "denoising_ae": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.08, "linear_acc"),
+    "context_encoder": Check({"lr": 3e-3, "batch_size": 64}, 3, 0.10, "linear_acc"),
+    "aet": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.08, "linear_acc"),
+    # 24 permutations stay at chance (loss log 24) for the first epochs; 4 learn at once.
+    "jigsaw": Check({"lr": 3e-3, "batch_size": 64, "num_permutations": 4}, 4, 0.15,
+                    "linear_acc"),
+}
+CHECKS = {
+    **{name: Check(given, epochs, gain) for name, (given, epochs, gain) in SETTINGS.items()},
+    **PRETEXT,
+}
 
 
 @pytest.fixture(scope="module")
-def shapes():
-    return load_dataset(DataSpec("shapes", num_train=4096, num_test=1024, seed=0))
+def datasets():
+    return {name: load_dataset(DataSpec(name, num_train=4096, num_test=1024, seed=0))
+            for name in ("shapes", "digits")}
 
 
-@pytest.mark.parametrize("method", sorted(SETTINGS))
-def test_short_pretraining_beats_random_init(method: str, shapes) -> None:
-    given, epochs, required_gain = SETTINGS[method]
-    values = resolve(declared_hparams(method), given, owner=method)
+@pytest.mark.parametrize("method", sorted(CHECKS))
+def test_short_pretraining_beats_random_init(method: str, datasets) -> None:
+    check = CHECKS[method]
+    data = datasets[check.dataset]
+    values = resolve(declared_hparams(method), check.given, owner=method)
     training = TrainingHParams(**{k: values[k] for k in TRAINING_HPARAMS})
     method_values = {k: v for k, v in values.items() if k not in TRAINING_HPARAMS}
-    loop = LoopSettings(epochs=epochs, eval_every=epochs, seed=0, linear_probe="never")
+    with_linear = check.metric == "linear_acc"
+    loop = LoopSettings(epochs=check.epochs, eval_every=check.epochs, seed=0,
+                        linear_probe="final" if with_linear else "never", mlp_probe="never",
+                        eval_layer=check.eval_layer)
 
     torch.manual_seed(0)
-    model = build_method(method, "small_cnn", shapes, method_values)
-    random_init = evaluate(model, shapes, loop, with_linear=False)["knn_acc"]
-    final = train(model, shapes, training, loop, lambda result: None)
-    assert final["knn_acc"] > random_init + required_gain, (random_init, final)
+    model = build_method(method, "small_cnn", data, method_values)
+    random_init = evaluate(model, data, loop, with_linear=with_linear)[check.metric]
+    final = train(model, data, training, loop, lambda result: None)
+    assert final[check.metric] > random_init + check.required_gain, (random_init, final)

@@ -23,6 +23,7 @@ from typing import Any
 import ray
 import torch
 
+from search_spaces import CrossMethodSpace
 from study.tracking import TrialRun, find_trial_run
 from trainables.data import ImageDataset
 from trainables.distributed import Collective
@@ -128,6 +129,19 @@ def tune_trial(config: dict[str, Any], *, settings: TrialSettings, data: Dataset
         run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True
     )
     run_to_end(run, settings, dataset, hparams, report, resume_state)
+
+
+def cross_method_trial(
+    config: dict[str, Any],
+    *,
+    settings_by_method: Mapping[str, TrialSettings],
+    space: CrossMethodSpace,
+    data: DatasetHandle,
+) -> None:
+    """The Tune function of a cross-method search: the suggestion names the method; the
+    rest is that method's trial."""
+    method, own = space.split(config)
+    tune_trial(own, settings=settings_by_method[method], data=data)
 
 
 def _fit_data_parallel(

@@ -1,11 +1,13 @@
-"""The contrastive family through the whole platform: a tiny Ray study of CPC, spatial
-contrasting, the layer-wise patch triplet and Deep InfoMax, logged to MLflow and
-reported by ``sslstudy analyze`` without special cases."""
+"""The method catalogue through the whole platform: a tiny Ray study of CPC, spatial
+contrasting, the layer-wise patch triplet and Deep InfoMax, and a cross-method search
+over contrastive and pretext methods, logged to MLflow and reported by
+``sslstudy analyze`` without special cases."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import ray
@@ -25,16 +27,19 @@ METHODS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    ray.init(num_cpus=2, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("family")
     config = write_study_config(tmp, "family", METHODS, train={"epochs": 2},
                                 search={"grace_period": 2})
-    ray.init(num_cpus=2, logging_level="WARNING")
-    try:
-        assert main(["search", str(config)]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["search", str(config)]) == 0
     return tmp
 
 
@@ -84,3 +89,45 @@ def test_analysis_reports_every_method(study: Path) -> None:
     assert "alpha" in params["dim"] and "temperature" not in params["dim"]
     report = (out / "report.html").read_text()
     assert all(method in report for method in METHODS)
+
+
+CROSS = {
+    "simclr": {"space": {"batch_size": {"choices": [32]}, "proj_hidden_dim": 64}},
+    "rotnet": {"space": {"batch_size": {"choices": [32]}}},
+    "denoising_ae": {"space": {"batch_size": {"choices": [32]}}},
+}
+
+
+def test_cross_method_search_chooses_methods_and_the_report_compares_them(
+    tmp_path: Path,
+) -> None:
+    config = write_study_config(
+        tmp_path, "cross", CROSS, train={"epochs": 2},
+        search={"num_samples": 6, "n_startup_trials": 6, "grace_period": 2,
+                "cross_method": True},
+    )
+    assert main(["search", str(config)]) == 0
+    storage = f"sqlite:///{tmp_path / 'ray' / 'cross' / 'optuna.db'}"
+    trials = optuna.load_study(study_name="cross-cross_method", storage=storage).trials
+    assert len(trials) == 6
+    chosen = {t.params["method"] for t in trials}
+    assert len(chosen) >= 2
+    for trial in trials:
+        method = trial.params["method"]
+        # Only the chosen method's parameters were suggested (conditional space).
+        assert {k.split(".")[0] for k in trial.params if k != "method"} == {method}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cross")
+    runs = [r for r in client.search_runs([experiment.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["method"] for r in runs) == sorted(
+        t.params["method"] for t in trials)
+    assert all(r.data.tags["status"] == "completed" for r in runs)
+    rotnet_runs = [r for r in runs if r.data.tags["method"] == "rotnet"]
+    assert all("num_rotations" in r.data.params for r in rotnet_runs)
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "cross", "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out)]) == 0
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["method"]) == chosen
+    assert "Method comparison" in (out / "report.html").read_text()
