@@ -87,6 +87,23 @@ def _check_tracking_uri(uri: str) -> str:
     return resolved
 
 
+def _check_experiment_not_deleted(uri: str, experiment: str) -> None:
+    """MLflow keeps a deleted experiment's name reserved; logging into it would hide every
+    run in the UI. Checked only where the store already exists (opening a missing SQLite
+    file would create it)."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return
+    found = MlflowClient(uri).get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"tracking.experiment: {experiment!r} was deleted in MLflow; restore it "
+            "(mlflow experiments restore) or remove it for good (mlflow gc), or choose "
+            "another name"
+        )
+
+
 def _prepare_sqlite_dir(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +237,7 @@ def run_search(
                 "use `sslstudy train` for a single configuration"
             )
     tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
+    _check_experiment_not_deleted(tracking_uri, config.experiment)
     _check_address(address)
     root = study_root(config)
     _check_storage(root)
@@ -343,6 +361,7 @@ def run_train(
     except ValueError as exc:
         raise ConfigError(f"--param {exc}") from None
     tracking_uri = _check_tracking_uri(config.tracking.tracking_uri)
+    _check_experiment_not_deleted(tracking_uri, config.experiment)
     dataset = load_study_dataset(config)
     check_batch_size("batch_size", [hparams["batch_size"]], dataset)
 

@@ -86,6 +86,12 @@ CONFIG_CASES = [
      "methods.cpc.space.pred_steps: low: got 0, allowed: an int in [1, inf]"),
     (_with("methods", {"spatial_contrasting": {"space": {"layers": "all"}}}),
      "methods.spatial_contrasting.space.layers"),
+    (_with("train.eval_layer", 9), "train.eval_layer: got 9, allowed: 1 to 4 (the stages of "
+                                   "small_cnn)"),
+    (_with("train.eval_layer", 0), "train.eval_layer: Input should be greater than or equal"),
+    (_with("search.metric", "mlp_acc"), "train.mlp_probe: must be 'every'"),
+    (_with("train.mlp_probe", "sometimes"), "train.mlp_probe: Input should be 'final'"),
+    (_with("search.cross_method", "perhaps"), "search.cross_method"),
 ]
 
 
@@ -185,3 +191,16 @@ def test_console_script_prints_no_traceback(workdir: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"sslstudy: error: methods.byol: unknown method; allowed: {', '.join(sorted(METHODS))}"
     ]
+
+
+def test_a_deleted_experiment_is_refused_before_anything_runs(workdir: Path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    client.delete_experiment(client.create_experiment("bad"))
+    (workdir / "study.yaml").write_text(yaml.safe_dump(BASE))
+    before = _snapshot(workdir)
+    code, err = _run(["search", str(workdir / "study.yaml")], capsys)
+    assert code == 2
+    assert "tracking.experiment: 'bad' was deleted in MLflow" in err
+    assert _snapshot(workdir) == before

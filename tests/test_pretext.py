@@ -21,6 +21,7 @@ from trainables.backbones import StageFeatures, build_encoder
 from trainables.data import DataSpec, load_dataset
 from trainables.evaluation import mlp_probe_accuracy
 from trainables.hparams import resolve
+from trainables.loop import LoopSettings, evaluate
 from trainables.losses import (
     pretext_classification,
     reconstruction_loss,
@@ -131,9 +132,12 @@ def test_region_masks() -> None:
     central = region_mask(2, 8, "central", 0.5, gen, torch.device("cpu"))
     assert central.shape == (2, 1, 8, 8) and central.sum().item() == 2 * 16
     assert central[0, 0, 2:6, 2:6].all()
-    random = region_mask(50, 8, "random_block", 0.25, gen, torch.device("cpu"))
+    random = region_mask(50, 8, "random_blocks", 0.25, gen, torch.device("cpu"))
     assert (random.sum(dim=(1, 2, 3)) == 4).all()
     assert len({tuple(m.nonzero()[0].tolist()) for m in random}) > 5
+    several = region_mask(50, 16, "random_blocks", 0.25, gen, torch.device("cpu"), blocks=3)
+    covered = several.sum(dim=(1, 2, 3))
+    assert (covered >= 16).all() and (covered <= 48).all() and (covered > 16).any()
 
 
 def test_homographies_warp_and_magnitude() -> None:
@@ -240,3 +244,16 @@ def test_stage_features_evaluate_an_intermediate_block() -> None:
     torch.testing.assert_close(StageFeatures(encoder, 4)(x), encoder(x))
     with pytest.raises(ValueError, match="eval_layer: got 5, allowed: 1 to 4"):
         StageFeatures(encoder, 5)
+
+
+def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(small_shapes) -> None:
+    method = _method("rotnet", small_shapes)
+    last = evaluate(method, small_shapes, LoopSettings(epochs=1), with_linear=True,
+                    with_mlp=True)
+    assert set(last) == {"knn_acc", "linear_acc", "mlp_acc"}
+    block2 = evaluate(method, small_shapes, LoopSettings(epochs=1, eval_layer=2),
+                      with_linear=True)
+    assert block2["linear_acc"] != last["linear_acc"]
+    # CPC evaluates its patch-grid mean, from the requested block as well.
+    cpc = _method("cpc", small_shapes, patch_size=16)
+    assert cpc.representation(2)(torch.rand(2, 3, 32, 32)).shape == (2, cpc.encoder.channels[1])

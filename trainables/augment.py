@@ -284,25 +284,34 @@ def corrupt(x: Tensor, kind: str, level: float, gen: torch.Generator) -> Tensor:
     raise ValueError(f"noise: unknown {kind!r}; allowed: {', '.join(NOISE_KINDS)}")
 
 
-MASK_KINDS = ("central", "random_block")
+MASK_KINDS = ("central", "random_blocks")
 
 
 def region_mask(
-    n: int, size: int, kind: str, fraction: float, gen: torch.Generator, device: torch.device
+    n: int, size: int, kind: str, fraction: float, gen: torch.Generator, device: torch.device,
+    blocks: int = 1,
 ) -> Tensor:
     """(N, 1, size, size) float mask, 1 on the region to hide and reconstruct: the central
-    square of side ``fraction * size`` or one such square placed at random per image."""
+    square of side ``fraction * size``, or the union of ``blocks`` such squares placed at
+    random per image (Pathak et al.'s random-block masks; they may overlap)."""
     side = max(1, round(fraction * size))
+    steps = torch.arange(size, device=device).view(1, -1)
+
+    def square(top: Tensor, left: Tensor) -> Tensor:
+        rows = (steps >= top.view(-1, 1)) & (steps < (top + side).view(-1, 1))
+        cols = (steps >= left.view(-1, 1)) & (steps < (left + side).view(-1, 1))
+        return rows[:, :, None] & cols[:, None, :]
+
     if kind == "central":
-        top = left = torch.full((n,), (size - side) // 2, device=device)
-    elif kind == "random_block":
-        top, left = random_offsets(n, size - side, gen, device)
+        corner = torch.full((n,), (size - side) // 2, device=device)
+        mask = square(corner, corner)
+    elif kind == "random_blocks":
+        mask = torch.zeros(n, size, size, dtype=torch.bool, device=device)
+        for _ in range(blocks):
+            mask |= square(*random_offsets(n, size - side, gen, device))
     else:
         raise ValueError(f"mask: unknown {kind!r}; allowed: {', '.join(MASK_KINDS)}")
-    steps = torch.arange(size, device=device)
-    rows = (steps.view(1, -1) >= top.view(-1, 1)) & (steps.view(1, -1) < (top + side).view(-1, 1))
-    cols = (steps.view(1, -1) >= left.view(-1, 1)) & (steps.view(1, -1) < (left + side).view(-1, 1))
-    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1).float()
+    return mask.unsqueeze(1).float()
 
 
 def random_homographies(

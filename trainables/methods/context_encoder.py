@@ -9,9 +9,10 @@ followed by a transposed-convolution decoder; the masked sum is divided by the n
 masked elements (a constant factor, so that ``lambda_rec`` does not depend on the image
 size). The min-max is trained with one optimiser through a gradient reversal: the
 discriminator descends its loss, the encoder-decoder ascends it. ``lambda_adv = 0``
-drops the discriminator. The region is the central square (``mask: central``) or a
-square at a random place (``random_block``) of side ``mask_fraction`` of the image; the
-hidden pixels are filled with the dataset's mean colour, so the encoder never sees them.
+drops the discriminator. The region is the central square (``mask: central``) or
+``mask_blocks`` squares at random places (``random_blocks``), of side ``mask_fraction``
+of the image; the hidden pixels are filled with the dataset's mean colour, so the
+encoder never sees them.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class ContextEncoder(SSLMethod):
     source = "001_a60f3e13f8331ac6.txt (Context Encoder: L_rec, L_adv, lambda weights)"
     hyperparameters = MappingProxyType({
         "mask": HParam("choice", "central", "which region is hidden", choices=MASK_KINDS),
-        "mask_fraction": HParam("float", 0.5, "side of the hidden square / image side",
+        "mask_fraction": HParam("float", 0.5, "side of a hidden square / image side",
                                 0.0, 1.0, low_open=True, high_open=True),
+        "mask_blocks": HParam("int", 3, "squares hidden with mask: random_blocks", low=1),
         "lambda_rec": HParam("float", 0.999, "weight of the masked L2 loss", low=0.0),
         "lambda_adv": HParam("float", 0.001, "weight of the adversarial loss (0: none)",
                              low=0.0),
@@ -52,7 +54,8 @@ class ContextEncoder(SSLMethod):
     ) -> list[Tensor]:
         x = augment(batch, policy, generator)
         mask = region_mask(x.shape[0], x.shape[2], self.hparams["mask"],
-                           self.hparams["mask_fraction"], generator, x.device)
+                           self.hparams["mask_fraction"], generator, x.device,
+                           self.hparams["mask_blocks"])
         return [x, mask]
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
