@@ -18,7 +18,7 @@ from analysis import plots
 from analysis.comparison import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparison import compare_method
 from analysis.errors import AnalysisInputError
-from analysis.runs import Experiment, load_experiment
+from analysis.runs import Experiment, load_experiment, recorded_objective
 from analysis.sensitivity import (
     IMPORTANCE_EVALUATOR,
     MIN_TRIALS_FOR_IMPORTANCE,
@@ -277,7 +277,8 @@ every comparison below is made at one budget per method, given in the table.</p>
 
 
 def run_analysis(
-    tracking_uri: str, experiment: str, metric: str, mode: str, budget: str, out: Path
+    tracking_uri: str, experiment: str, metric: str | None, mode: str | None, budget: str,
+    out: Path,
 ) -> int:
     from study.tracking import resolve_tracking_uri
 
@@ -292,6 +293,9 @@ def run_analysis(
                 f"--budget: expected common, full or a positive number, got {budget!r}"
             ) from None
     tracking_uri = resolve_tracking_uri(tracking_uri)
+    recorded_metric, recorded_mode = recorded_objective(tracking_uri, experiment)
+    metric = metric or recorded_metric or "knn_acc"
+    mode = mode or recorded_mode or "max"
     data = load_experiment(tracking_uri, experiment, metric, mode)
     if metric not in data.metrics:
         raise AnalysisInputError(

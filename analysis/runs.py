@@ -22,9 +22,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisInputError
+from study.tracking import STUDY_METRIC_TAG, STUDY_MODE_TAG, STUDY_ROLE_TAG
 
 PARENT_TAG = "mlflow.parentRunId"
-STUDY_ROLE_TAG = "sslstudy.role"
 RESERVED_COLUMNS = {
     "run_id", "run_name", "method", "status", "budget", "max_budget", "duration_s",
     "failure_reason", "study",
@@ -91,6 +91,23 @@ def _spaces(client: MlflowClient, parents: list[Run]) -> dict[str, dict[str, dic
         for method, space in data.items():
             spaces.setdefault(method, {}).update(space.get("params", {}))
     return spaces
+
+
+def recorded_objective(tracking_uri: str, experiment: str) -> tuple[str | None, str | None]:
+    """The metric and mode the experiment's studies optimised, when they all agree (what
+    ``sslstudy analyze`` reports on by default); None where nothing or several were
+    recorded."""
+    client = _client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None, None
+    parents = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{STUDY_ROLE_TAG}` = 'study'"
+    )
+    metrics = {r.data.tags.get(STUDY_METRIC_TAG) for r in parents} - {None, ""}
+    modes = {r.data.tags.get(STUDY_MODE_TAG) for r in parents} - {None, ""}
+    return (metrics.pop() if len(metrics) == 1 else None,
+            modes.pop() if len(modes) == 1 else None)
 
 
 def load_experiment(tracking_uri: str, experiment: str, metric: str, mode: str) -> Experiment:

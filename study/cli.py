@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser("analyze", help="write the sensitivity report of a study")
     analyze.add_argument("--experiment", required=True)
     analyze.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    analyze.add_argument("--metric", default="knn_acc")
-    analyze.add_argument("--mode", choices=("max", "min"), default="max")
+    analyze.add_argument(
+        "--metric", help="default: the metric the study optimised (search.metric), else knn_acc"
+    )
+    analyze.add_argument("--mode", choices=("max", "min"),
+                         help="default: the study's search.mode, else max")
     analyze.add_argument(
         "--budget", default="common",
         help="epochs at which trials are compared: common (reached by every trial, the "

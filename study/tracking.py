@@ -28,6 +28,8 @@ COMPLETED, STOPPED_EARLY, FAILED, RUNNING = "completed", "stopped_early", "faile
 #: such trial.
 ORPHANED = "orphaned"
 STUDY_ROLE_TAG = "sslstudy.role"
+STUDY_METRIC_TAG = "sslstudy.metric"
+STUDY_MODE_TAG = "sslstudy.mode"
 
 
 def resolve_tracking_uri(uri: str, cwd: Path | None = None) -> str:
@@ -140,9 +142,13 @@ def start_study_run(
     each parameter's scale."""
     client = MlflowClient(tracking_uri)
     experiment_id = get_or_create_experiment(client, tracking_uri, experiment)
-    run = client.create_run(
-        experiment_id, run_name=study_name, tags={STUDY_ROLE_TAG: "study", "study": study_name}
-    )
+    search = resolved_config.get("search", {})
+    run = client.create_run(experiment_id, run_name=study_name, tags={
+        STUDY_ROLE_TAG: "study", "study": study_name,
+        # What the study optimised: the analysis reports on it unless told otherwise.
+        STUDY_METRIC_TAG: str(search.get("metric", "")),
+        STUDY_MODE_TAG: str(search.get("mode", "")),
+    })
     run_id = run.info.run_id
     client.log_dict(run_id, dict(resolved_config), "resolved_config.yaml")
     client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str), "search_spaces.json")

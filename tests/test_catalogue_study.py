@@ -102,9 +102,9 @@ def test_cross_method_search_chooses_methods_and_the_report_compares_them(
     tmp_path: Path,
 ) -> None:
     config = write_study_config(
-        tmp_path, "cross", CROSS, train={"epochs": 2},
+        tmp_path, "cross", CROSS, train={"epochs": 2, "linear_probe": "every"},
         search={"num_samples": 6, "n_startup_trials": 6, "grace_period": 2,
-                "cross_method": True},
+                "cross_method": True, "metric": "linear_acc"},
     )
     assert main(["search", str(config)]) == 0
     storage = f"sqlite:///{tmp_path / 'ray' / 'cross' / 'optuna.db'}"
@@ -130,4 +130,11 @@ def test_cross_method_search_chooses_methods_and_the_report_compares_them(
                  f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out)]) == 0
     comparison = pd.read_csv(out / "comparison.csv")
     assert set(comparison["method"]) == chosen
-    assert "Method comparison" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "Method comparison" in report
+    # Without --metric the report follows the metric the study optimised.
+    assert "Metric <b>linear_acc</b>" in report
+    best = comparison.set_index("method")["best"]
+    finals = {m: max(r.data.metrics["linear_acc"] for r in runs if r.data.tags["method"] == m)
+              for m in chosen}
+    assert all(best[m] <= finals[m] + 1e-9 for m in chosen)
