@@ -1,9 +1,11 @@
 """The one generic pretraining loop: it knows no method, no Ray and no MLflow.
 
-Per step it draws a batch of indices, makes the method's views with the batched
-augmentation on the training device, asks the method for a loss and takes an optimiser
-step. Per evaluation it scores the frozen encoder with kNN (and the linear probe when
-asked) and hands the results, with a way to build a checkpoint, to a ``Reporter``.
+Per step it draws a batch of indices, asks the method for the step's inputs
+(``make_views``: batched augmentation, patches or pretext transforms, on the training
+device, without gradient) and for a loss, and takes an optimiser step. Per evaluation it
+scores the method's frozen representation with kNN (and the linear and MLP probes when
+asked; after the last epoch also the method's own extra metrics and artifacts) and hands
+the results, with a way to build a checkpoint, to a ``Reporter``.
 
 The loop keeps no global state. With a method whose ``comm`` spans several workers, each
 rank draws the same permutation from the seed and takes its own equal share of every
