@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,7 @@ def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) ->
 def _summarise(
     results: list[tune.Result],
     method: str,
-    decode: Any,
+    decode: Callable[[Mapping[str, Any]], dict[str, Any]],
     config: StudyConfig,
 ) -> MethodOutcome:
     """Counts and the best configuration (last reported value) of one method's trials;

@@ -59,6 +59,14 @@ def knn_accuracy(
     return float(correct) / test_features.shape[0]
 
 
+def _standardise(train_features: Tensor, test_features: Tensor) -> tuple[Tensor, Tensor]:
+    """Both splits scaled by the train split's per-feature mean and std, detached."""
+    train_features, test_features = train_features.detach(), test_features.detach()
+    mean = train_features.mean(dim=0, keepdim=True)
+    std = train_features.std(dim=0, keepdim=True).clamp(min=1e-6)
+    return (train_features - mean) / std, (test_features - mean) / std
+
+
 def linear_probe_accuracy(
     train_features: Tensor,
     train_labels: Tensor,
@@ -75,11 +83,7 @@ def linear_probe_accuracy(
     unique when classes are separable.
     """
     device = train_features.device
-    train_features, test_features = train_features.detach(), test_features.detach()
-    mean = train_features.mean(dim=0, keepdim=True)
-    std = train_features.std(dim=0, keepdim=True).clamp(min=1e-6)
-    x_train = (train_features - mean) / std
-    x_test = (test_features - mean) / std
+    x_train, x_test = _standardise(train_features, test_features)
     y_train = train_labels.to(device)
     probe = nn.Linear(x_train.shape[1], num_classes).to(device)
     optimizer = torch.optim.LBFGS(
@@ -157,10 +161,7 @@ def mlp_probe_accuracy(
     involved, and a fixed seed makes the score a function of the features alone.
     """
     device = train_features.device
-    mean = train_features.mean(dim=0, keepdim=True)
-    std = train_features.std(dim=0, keepdim=True).clamp(min=1e-6)
-    x_train = ((train_features - mean) / std).detach()
-    x_test = ((test_features - mean) / std).detach()
+    x_train, x_test = _standardise(train_features, test_features)
     y_train = train_labels.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

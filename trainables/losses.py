@@ -78,6 +78,18 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
+def _check_indexed_candidates(
+    queries: Tensor, candidates: Tensor, index: Tensor, names: tuple[str, str]
+) -> None:
+    """(N, D) queries, (M, D) candidates and one candidate index per query."""
+    query_name, index_name = names
+    if queries.ndim != 2 or candidates.ndim != 2 or queries.shape[1] != candidates.shape[1]:
+        raise ValueError(f"{query_name} (N, D) and candidates (M, D) must share D, got "
+                         f"{tuple(queries.shape)} and {tuple(candidates.shape)}")
+    if index.shape != queries.shape[:1]:
+        raise ValueError(f"{index_name} must be ({queries.shape[0]},), got {tuple(index.shape)}")
+
+
 def cpc_info_nce(
     predictions: Tensor, candidates: Tensor, targets: Tensor, temperature: float
 ) -> Tensor:
@@ -95,11 +107,7 @@ def cpc_info_nce(
         targets: (P,) index into ``candidates`` of each prediction's true patch.
         temperature: tau > 0.
     """
-    if predictions.ndim != 2 or candidates.ndim != 2 or predictions.shape[1] != candidates.shape[1]:
-        raise ValueError(f"predictions (P, D) and candidates (M, D) must share D, got "
-                         f"{tuple(predictions.shape)} and {tuple(candidates.shape)}")
-    if targets.shape != predictions.shape[:1]:
-        raise ValueError(f"targets must be ({predictions.shape[0]},), got {tuple(targets.shape)}")
+    _check_indexed_candidates(predictions, candidates, targets, ("predictions", "targets"))
     _check_temperature(temperature)
     logits = F.normalize(predictions, dim=1) @ F.normalize(candidates, dim=1).T
     return F.cross_entropy(logits / temperature, targets)
@@ -129,11 +137,7 @@ def spatial_contrasting(
         positives: (N,) index into ``candidates`` of each anchor's own second patch.
         temperature: t > 0 dividing the distances.
     """
-    if anchors.ndim != 2 or candidates.ndim != 2 or anchors.shape[1] != candidates.shape[1]:
-        raise ValueError(f"anchors (N, D) and candidates (M, D) must share D, got "
-                         f"{tuple(anchors.shape)} and {tuple(candidates.shape)}")
-    if positives.shape != anchors.shape[:1]:
-        raise ValueError(f"positives must be ({anchors.shape[0]},), got {tuple(positives.shape)}")
+    _check_indexed_candidates(anchors, candidates, positives, ("anchors", "positives"))
     _check_temperature(temperature)
     return F.cross_entropy(-euclidean_distances(anchors, candidates) / temperature, positives)
 
