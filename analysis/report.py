@@ -18,7 +18,7 @@ from analysis import plots
 from analysis.comparison import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparison import compare_method
 from analysis.errors import AnalysisInputError
-from analysis.runs import Experiment, load_experiment, recorded_objective
+from analysis.runs import Experiment, load_experiment
 from analysis.sensitivity import (
     IMPORTANCE_EVALUATOR,
     MIN_TRIALS_FOR_IMPORTANCE,
@@ -31,6 +31,8 @@ from analysis.sensitivity import (
     values_at_budget,
     varying_params,
 )
+from tracking.read import recorded_objective
+from tracking.uris import resolve_tracking_uri
 
 logger = logging.getLogger("sslstudy")
 HEATMAP_AXES = ("temperature", "batch_size")
@@ -280,8 +282,6 @@ def run_analysis(
     tracking_uri: str, experiment: str, metric: str | None, mode: str | None, budget: str,
     out: Path,
 ) -> int:
-    from study.tracking import resolve_tracking_uri
-
     if out.exists() and not out.is_dir():
         raise AnalysisInputError(f"--out: {str(out)!r} exists and is not a directory")
     if budget not in ("common", "full"):

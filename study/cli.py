@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return value
+
+
 def _param(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--artifacts-destination", default="./mlartifacts")
     server.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback; 0.0.0.0 for all)")
-    server.add_argument("--port", type=_positive_int, default=5000)
+    server.add_argument("--port", type=_port, default=5000, help="TCP port (1 to 65535)")
     server.add_argument(
         "--allowed-hosts", default="",
         help="comma-separated Host headers to accept, e.g. the name workers use",
@@ -125,13 +132,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from study.runner import run_search
+    from study.search import run_search
 
     return run_search(args.config, _overrides(args), address=args.address, resume=args.resume)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from study.runner import run_train
+    from study.train import run_train
 
     return run_train(args.config, _overrides(args), method=args.method, params=dict(args.param))
 
@@ -150,7 +157,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_tracking_server(args: argparse.Namespace) -> int:
-    from study.server import run_server, server_command
+    from tracking.server import run_server, server_command
 
     command = server_command(
         args.backend_store_uri,
@@ -178,12 +185,13 @@ def _configure_logging(quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from analysis.errors import AnalysisInputError
     from study.config import ConfigError
+    from tracking.errors import TrackingError
 
     try:
         args = build_parser().parse_args(argv)
         _configure_logging(args.quiet)
         return args.handler(args)
-    except (UsageError, ConfigError, AnalysisInputError) as exc:
+    except (UsageError, ConfigError, AnalysisInputError, TrackingError) as exc:
         print(f"sslstudy: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
+from tracking.schema import SEARCH_METRICS
 from trainables.backbones import BACKBONE_STAGES, BACKBONES
 from trainables.data import DATASETS
+from trainables.hyperparameters import declared_hyperparameters
 from trainables.methods import METHODS
-from trainables.trainable import declared_hparams
 
 
 class ConfigError(ValueError):
@@ -84,7 +85,7 @@ class TrainConfig(_Strict):
 class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials per method")
     max_concurrent: int | None = Field(None, ge=1)
-    metric: Literal["knn_acc", "linear_acc", "mlp_acc"] = "knn_acc"
+    metric: Literal[tuple(SEARCH_METRICS)] = "knn_acc"  # type: ignore[valid-type]
     cross_method: bool = Field(
         False,
         description="one search over all methods (method as a categorical choice with "
@@ -153,12 +154,12 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"methods.{unknown[0]}: unknown method; allowed: {', '.join(sorted(METHODS))}"
             )
-        for metric, probe in (("linear_acc", "linear_probe"), ("mlp_acc", "mlp_probe")):
-            if self.search.metric == metric and getattr(self.train, probe) != "every":
-                raise ValueError(
-                    f"train.{probe}: must be 'every' when search.metric is {metric} "
-                    "(the scheduler needs the metric at every evaluation)"
-                )
+        probe = SEARCH_METRICS[self.search.metric]
+        if probe is not None and getattr(self.train, probe) != "every":
+            raise ValueError(
+                f"train.{probe}: must be 'every' when search.metric is {self.search.metric} "
+                "(the scheduler needs the metric at every evaluation)"
+            )
         if self.search.grace_period > self.train.epochs:
             raise ValueError(
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "
@@ -186,7 +187,7 @@ class StudyConfig(_Strict):
             try:
                 out[method] = build_space(
                     method,
-                    declared_hparams(method),
+                    declared_hyperparameters(method),
                     method_cfg.space,
                     replace_defaults=method_cfg.replace_space,
                     where=f"methods.{method}.space",

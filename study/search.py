@@ -1,457 +1,176 @@
-"""Run a study: for each method, a Ray Tune Tuner driven by Optuna's TPE through
-``OptunaSearch`` and early-stopped by ASHA, every trial recorded in MLflow.
+"""``sslstudy search``: check every input, then run the study.
 
-Optuna pruners do not act through ``OptunaSearch``; early stopping is therefore the
-scheduler's job. All trials of a study share one seed (common random numbers): they
-start from the same initialisation and see the same data order, so differences between
-trials come from the hyperparameters, which is what a sensitivity analysis needs.
+The checks cover the config, every search space, the tracking store, the study
+directory, the dataset (loaded here, once, and shipped to all trials through Ray's
+object store), the batch sizes and what one trial asks of the cluster. Only when all of
+them pass is anything created: MLflow runs, the results directory, the Optuna database.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import math
-import os
-import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import optuna
-from mlflow.tracking import MlflowClient
-from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
-
-from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
-from study.config import StudyConfig
-from study.tracking import (
-    TrackingTarget,
-    close_orphaned_runs,
-    close_trial_run,
-    find_trial_run,
+from study import checks
+from study.cluster import (
+    check_fits,
+    check_shared_storage,
+    cluster_nodes,
+    default_max_concurrent,
+    local_machine,
+    ray_session,
 )
-from trainables.loop import LoopSettings
-from trainables.ray_trial import DatasetHandle, cross_method_trial, tune_trial
-from trainables.trainable import TrialSettings
+from study.config import ConfigError, StudyConfig, config_as_dict, load_config
+from study.settings import STUDY_STATE, study_root
+from tracking.runs import TrackingTarget, end_study_run, reopen_study_run, start_study_run
 
-logger = logging.getLogger(__name__)
-OPTUNA_DB = "optuna.db"
-#: The Tuner (and Optuna study suffix) of a cross-method search.
-CROSS_METHOD = "cross_method"
+logger = logging.getLogger("sslstudy")
 
-
-def study_root(config: StudyConfig) -> Path:
-    """``<storage_path>/<study name>``: Ray results per method and the Optuna database."""
-    return (Path(config.storage_path).expanduser() / config.name).resolve()
+#: Settings that may change between a study's start and its resumption.
+_RESUMABLE_CHANGES = frozenset({"search.max_concurrent"})
 
 
-def optuna_storage_url(config: StudyConfig) -> str:
-    return f"sqlite:///{study_root(config) / OPTUNA_DB}"
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
-def _format_value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def _changed_field(started: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first setting that differs between two resolved configs, ignoring those that
+    may change on resume."""
+    before, after = _flatten(started), _flatten(now)
+    for key in sorted(set(before) | set(after)):
+        if key not in _RESUMABLE_CHANGES and before.get(key) != after.get(key):
+            return key
+    return None
 
 
-class TrialProgress(tune.Callback):
-    """One log line per reported result: method, trial, budget, key hyperparameters and
-    the latest metric, so a user sees a study converge (or not) while it runs."""
+def _read_state(root: Path) -> dict[str, Any]:
+    state_file = root / STUDY_STATE
+    if not state_file.is_file():
+        raise ConfigError(f"--resume: no study to resume at {str(root)!r} (no {STUDY_STATE})")
+    return json.loads(state_file.read_text())
 
-    def __init__(
-        self,
-        spaces: Mapping[str, SearchSpace],
-        metric: str,
-        max_epochs: int,
-        cross: CrossMethodSpace | None = None,
-    ) -> None:
-        self.spaces, self.metric, self.max_epochs, self.cross = spaces, metric, max_epochs, cross
 
-    def _describe(self, config: Mapping[str, Any]) -> tuple[str, SearchSpace, dict[str, Any]]:
-        if self.cross is not None:
-            method, own = self.cross.split(config)
-        else:
-            (method,), own = self.spaces, config
-        space = self.spaces[method]
-        return method, space, space.decode(own)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
-        method, space, params = self._describe(trial.config)
-        shown = " ".join(f"{k}={_format_value(params[k])}" for k in space.params)
-        logger.info(
-            "%s %s epoch %d/%d  %s  loss=%.4f %s=%.4f",
-            method,
-            trial.trial_id,
-            int(result.get("epoch", 0)),
-            self.max_epochs,
-            shown,
-            result.get("loss", math.nan),
-            self.metric,
-            result.get(self.metric, math.nan),
+def _resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any] | None:
+    """The saved state of the study to resume, or None for a new study (whose directory
+    must not already hold one)."""
+    if resume:
+        state = _read_state(root)
+        changed = _changed_field(state["config"], config_as_dict(config))
+        if changed:
+            raise ConfigError(
+                f"--resume: {changed} differs from the config the study at {str(root)!r} "
+                "started with; resume with the same config"
+            )
+        return state
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(
+            f"storage_path: {str(root)!r} already holds a study named {config.name!r}; "
+            "choose another --name, remove that directory, or pass --resume"
         )
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        method = self._describe(trial.config)[0]
-        logger.warning("%s %s failed: %s", method, trial.trial_id, _error_text(trial))
+    return None
 
 
-def _error_text(trial: Any) -> str:
-    error = trial.get_error()
-    text = str(error) if error is not None else "unknown error"
-    # Ray wraps the trial's exception; its last line carries the original message.
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text
+def run_search(
+    config_path: Path, overrides: Mapping[str, Any], address: str | None, resume: bool = False
+) -> int:
+    import ray
 
+    from study.tuner import run_cross_method, run_method
+    from trainables.trainable import DatasetHandle
 
-class LinkedOptunaSearch(OptunaSearch):
-    """OptunaSearch that links each Optuna trial to its Tune trial and MLflow run (user
-    attribute ``tune_trial_id``) and records why a failed trial failed (``failure_reason``,
-    read from the MLflow run, where the trial wrote it before raising)."""
-
-    def __init__(self, *args: Any, target: TrackingTarget, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._target = target
-
-    def suggest(self, trial_id: str) -> dict | None:
-        suggestion = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
-        return suggestion
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
-    ) -> None:
-        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_trials[trial_id].set_user_attr("failure_reason", self._reason(trial_id))
-        super().on_trial_complete(trial_id, result=result, error=error)
-
-    def _reason(self, trial_id: str) -> str:
-        run_id = find_trial_run(self._target, trial_id)
-        if run_id is not None:
-            tags = MlflowClient(self._target.tracking_uri).get_run(run_id).data.tags
-            if tags.get("failure_reason"):
-                return tags["failure_reason"]
-        return "the trial's process died; see the Ray logs"
-
-
-class CloseTrialRuns(tune.Callback):
-    """Give every trial's MLflow run its final status, including trials that ASHA stopped
-    (their function never returns) and trials whose worker died."""
-
-    def __init__(self, target: TrackingTarget, max_epochs: int) -> None:
-        self.target, self.max_epochs = target, max_epochs
-
-    def _budget(self, trial: Any) -> int | None:
-        epoch = (trial.last_result or {}).get("epoch")
-        return None if epoch is None else int(epoch)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        close_trial_run(self.target, trial.trial_id, self._budget(trial), self.max_epochs, None)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        close_trial_run(
-            self.target, trial.trial_id, self._budget(trial), self.max_epochs, _error_text(trial)
-        )
-
-
-@dataclass(frozen=True)
-class MethodOutcome:
-    method: str
-    trials: int
-    completed: int
-    stopped_early: int
-    failed: int
-    best_value: float | None
-    best_params: Mapping[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "trials": self.trials,
-            "completed": self.completed,
-            "stopped_early": self.stopped_early,
-            "failed": self.failed,
-            "best_value": self.best_value,
-            "best_params": dict(self.best_params),
-        }
-
-
-def _sampler(config: StudyConfig) -> optuna.samplers.TPESampler:
-    with warnings.catch_warnings():
-        # multivariate TPE is flagged experimental but is the right model for coupled
-        # hyperparameters such as temperature and batch size.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            multivariate=True, seed=config.seed, n_startup_trials=config.search.n_startup_trials
-        )
-
-
-def _loop_settings(config: StudyConfig) -> LoopSettings:
-    train = config.train
-    return LoopSettings(
-        epochs=train.epochs,
-        eval_every=train.eval_every,
-        optimizer=train.optimizer,
-        warmup_epochs=train.warmup_epochs,
-        device=train.device,
-        seed=config.seed,
-        knn_k=train.knn_k,
-        knn_temperature=train.knn_temperature,
-        linear_probe=train.linear_probe,
-        mlp_probe=train.mlp_probe,
-        eval_layer=train.eval_layer,
-        sync_bn=train.sync_bn,
-    )
-
-
-def trial_settings(
-    config: StudyConfig, method: str, space: SearchSpace, target: TrackingTarget
-) -> TrialSettings:
-    resources = config.resources
-    return TrialSettings(
-        study=config.name,
-        method=method,
-        backbone=config.train.backbone,
-        loop=_loop_settings(config),
-        space=space,
-        tracking=target,
-        threads=max(1, int(resources.cpus_per_worker)),
-        workers=resources.workers_per_trial,
-        cpus_per_worker=resources.cpus_per_worker,
-        gpus_per_worker=resources.gpus_per_worker,
-        max_failures=config.search.max_failures,
-        storage_path=str(study_root(config) / method / "train_runs"),
-    )
-
-
-def _trial_resources(config: StudyConfig) -> dict[str, float]:
-    """What the Tune function itself holds. A multi-worker trial's function only
-    coordinates (its TorchTrainer schedules the workers) and holds a token 0.001 CPU; Ray
-    refuses an empty request."""
-    resources = config.resources
-    if resources.workers_per_trial > 1:
-        return {"cpu": 0.001}
-    return {"cpu": resources.cpus_per_worker, "gpu": resources.gpus_per_worker}
-
-
-def default_max_concurrent(config: StudyConfig, cluster: Mapping[str, float]) -> int:
-    """As many trials as the cluster can hold at once: when a trial needs GPUs, GPUs are the
-    limit, so that trials never sit holding CPUs while they wait for a GPU."""
-    resources = config.resources
-    cpus = resources.cpus_per_trial + _trial_resources(config)["cpu"] * (
-        resources.workers_per_trial > 1
-    )
-    fits = math.floor(cluster.get("CPU", 1) / cpus)
-    if resources.gpus_per_trial > 0:
-        fits = min(fits, math.floor(cluster.get("GPU", 0) / resources.gpus_per_trial))
-    return max(1, fits)
-
-
-def _summarise(
-    results: list[tune.Result],
-    method: str,
-    decode: Callable[[Mapping[str, Any]], dict[str, Any]],
-    config: StudyConfig,
-) -> MethodOutcome:
-    """Counts and the best configuration (last reported value) of one method's trials;
-    ``decode`` maps a trial's config to the method's hyperparameters."""
-    completed = stopped = failed = 0
-    best_value, best_params = None, {}
-    sign = 1.0 if config.search.mode == "max" else -1.0
-    for result in results:
-        metrics = result.metrics or {}
-        if result.error is not None:
-            failed += 1
-            continue
-        if int(metrics.get("epoch", 0)) >= config.train.epochs:
-            completed += 1
-        else:
-            stopped += 1
-        value = metrics.get(config.search.metric)
-        if value is not None and (best_value is None or sign * value > sign * best_value):
-            best_value, best_params = float(value), decode(result.config)
-    return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
-
-
-def _orphaned_optuna_trials(config: StudyConfig, study_name: str) -> int:
-    """Mark Optuna trials still RUNNING after the Tuner finished as failed.
-
-    They can only come from a driver that died between asking Optuna for a suggestion and
-    saving the searcher's state; no Tune trial will ever report them.
-    """
-    study = optuna.load_study(
-        study_name=f"{config.name}-{study_name}", storage=optuna_storage_url(config)
-    )
-    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    for trial in orphans:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    return len(orphans)
-
-
-def run_method(
-    config: StudyConfig,
-    method: str,
-    space: SearchSpace,
-    data: DatasetHandle,
-    target: TrackingTarget,
-    max_concurrent: int,
-    resume: bool = False,
-) -> MethodOutcome:
-    """One method's search: a Tuner named after the method, an Optuna study
-    ``<study>-<method>``."""
-    settings = trial_settings(config, method, space, target)
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, settings=settings, data=data),
-        _trial_resources(config),
-    )
-    progress = TrialProgress({method: space}, config.search.metric, config.train.epochs)
-    results = _fit(config, method, trainable, space.to_optuna(), progress, target,
-                   max_concurrent, resume, searching=", ".join(space.params))
-    outcome = _summarise(results, method, space.decode, config)
-    _close_orphans(config, method, [method], target)
-    _log_outcome(config, outcome)
-    return outcome
-
-
-def run_cross_method(
-    config: StudyConfig,
-    spaces: Mapping[str, SearchSpace],
-    data: DatasetHandle,
-    target: TrackingTarget,
-    max_concurrent: int,
-    resume: bool = False,
-) -> list[MethodOutcome]:
-    """One search over every method of the study (``search.cross_method``): the method is
-    a categorical choice with conditional parameters (Optuna's define-by-run space), so
-    TPE spends trials on the methods that score well; ``search.num_samples`` counts the
-    trials of the whole search. Each trial is an ordinary trial of its method (same
-    MLflow run, tags and checkpoints), so the analysis needs no special case."""
-    cross = CrossMethodSpace(spaces)
-    settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
-    trainable = tune.with_resources(
-        tune.with_parameters(cross_method_trial, settings_by_method=settings, space=cross,
-                             data=data),
-        _trial_resources(config),
-    )
-    progress = TrialProgress(spaces, config.search.metric, config.train.epochs, cross)
-    searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
-    results = _fit(config, CROSS_METHOD, trainable, cross, progress, target, max_concurrent,
-                   resume, searching)
-    outcomes = []
+    config = load_config(config_path, overrides)
+    spaces = config.spaces()
     for method, space in spaces.items():
-        mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
-        outcome = _summarise(mine, method, lambda c, s=space: s.decode(cross.split(c)[1]),
-                             config)
-        _log_outcome(config, outcome)
-        outcomes.append(outcome)
-    _close_orphans(config, CROSS_METHOD, list(spaces), target)
-    return outcomes
+        if not space.params:
+            raise ConfigError(
+                f"methods.{method}.space: every parameter is fixed, nothing to search; "
+                "use `sslstudy train` for a single configuration"
+            )
+    tracking_uri = checks.check_tracking_uri(config.tracking.tracking_uri)
+    checks.check_experiment(tracking_uri, config.experiment)
+    checks.check_address(address)
+    root = study_root(config)
+    checks.check_creatable_dir("storage_path", root)
+    state = _resume_state(config, root, resume)
+    dataset = checks.load_study_dataset(config)
+    checks.check_batch_sizes(spaces, dataset, config.resources.workers_per_trial)
+    starts_local_ray = address is None and not ray.is_initialized()
+    if starts_local_ray:
+        check_fits(config.resources, local_machine(), fixed=True)
 
-
-def _fit(
-    config: StudyConfig,
-    name: str,
-    trainable: Any,
-    optuna_space: Any,
-    progress: TrialProgress,
-    target: TrackingTarget,
-    max_concurrent: int,
-    resume: bool,
-    searching: str,
-) -> list[tune.Result]:
-    """Run (or resume) the Tuner ``name`` with its Optuna study ``<study>-<name>``."""
-    # Keeping only the last checkpoints forces an experiment snapshot whenever one is
-    # deleted; Ray warns about that on every small trial, which is expected here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Save the experiment state (trials and searcher) often, so that a study whose driver
-    # dies resumes close to where it was.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    experiment_path = study_root(config) / name
-    if resume and tune.Tuner.can_restore(str(experiment_path)):
-        logger.info("%s: resuming from %s", name, experiment_path)
-        tuner = tune.Tuner.restore(
-            str(experiment_path), trainable=trainable, resume_unfinished=True,
-            resume_errored=False, restart_errored=False,
+    with ray_session(address):
+        if not starts_local_ray:
+            # A cluster started by someone else (tests, or --address) may not grow.
+            check_fits(config.resources, cluster_nodes(), fixed=address is None)
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            check_shared_storage(root)
+        except ConfigError:
+            if state is None and not any(root.iterdir()):
+                root.rmdir()
+            raise
+        max_concurrent = config.search.max_concurrent or default_max_concurrent(
+            config.resources, ray.cluster_resources()
         )
-    else:
-        tuner = _new_tuner(config, name, optuna_space, trainable, progress, target,
-                           max_concurrent)
-        logger.info("%s: %d trials, at most %d at a time, searching %s", name,
-                    config.search.num_samples, max_concurrent, searching)
-    return list(tuner.fit())
+        checks.prepare_sqlite_dir(tracking_uri)
+        if state is None:
+            target = start_study_run(
+                tracking_uri,
+                config.experiment,
+                config.name,
+                config_as_dict(config),
+                {m: s.to_dict() for m, s in spaces.items()},
+                objective=(config.search.metric, config.search.mode),
+            )
+            state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
+                     "experiment_id": target.experiment_id,
+                     "parent_run_id": target.parent_run_id}
+            (root / STUDY_STATE).write_text(json.dumps(state, indent=2))
+        else:
+            target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
+                                    state["parent_run_id"])
+            reopen_study_run(target)
+        # The dataset goes to the object store once for the whole study; every trial
+        # and worker of every method reads it from there.
+        data = DatasetHandle(ray.put(dataset))
+        if config.search.cross_method:
+            outcomes = run_cross_method(config, spaces, data, target, max_concurrent, resume)
+        else:
+            outcomes = [
+                run_method(config, method, space, data, target, max_concurrent, resume)
+                for method, space in spaces.items()
+            ]
+    return _finish_search(config, target, tracking_uri, outcomes, root)
 
 
-def _close_orphans(
-    config: StudyConfig, name: str, methods: list[str], target: TrackingTarget
-) -> None:
-    orphans = _orphaned_optuna_trials(config, name)
-    orphan_runs = sum(close_orphaned_runs(target, method) for method in methods)
-    if orphans or orphan_runs:
-        logger.info(
-            "%s: closed %d Optuna trial(s) and %d MLflow run(s) that a dead driver started "
-            "without recording them", name, orphans, orphan_runs,
-        )
-
-
-def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
+def _finish_search(
+    config: StudyConfig, target: TrackingTarget, tracking_uri: str, outcomes: list, root: Path
+) -> int:
+    succeeded = sum(o.completed + o.stopped_early for o in outcomes)
+    summary = {"methods": [o.as_dict() for o in outcomes]}
+    end_study_run(target, summary, failed=succeeded == 0)
+    for outcome in outcomes:
+        if outcome.best_value is not None:
+            best = ", ".join(f"{k}={v}" for k, v in outcome.best_params.items())
+            logger.info("best %s (%s=%.4f): %s", outcome.method, config.search.metric,
+                        outcome.best_value, best)
+    logger.info("Ray results and the Optuna study (optuna.db): %s", root)
+    logger.info("open the runs:   mlflow ui --backend-store-uri %s", tracking_uri)
     logger.info(
-        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
-        outcome.method,
-        outcome.completed,
-        outcome.stopped_early,
-        outcome.failed,
-        config.search.metric,
-        "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
+        "write the report: sslstudy analyze --experiment %s --tracking-uri %s --out REPORT_DIR",
+        config.experiment,
+        tracking_uri,
     )
-
-
-def _new_tuner(
-    config: StudyConfig,
-    name: str,
-    optuna_space: Any,
-    trainable: Any,
-    progress: TrialProgress,
-    target: TrackingTarget,
-    max_concurrent: int,
-) -> tune.Tuner:
-    search = config.search
-    searcher = LinkedOptunaSearch(
-        space=optuna_space,
-        metric=search.metric,
-        mode=search.mode,
-        sampler=_sampler(config),
-        study_name=f"{config.name}-{name}",
-        storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
-        target=target,
-    )
-    scheduler = ASHAScheduler(
-        time_attr="epoch",
-        max_t=config.train.epochs,
-        grace_period=search.grace_period,
-        reduction_factor=search.reduction_factor,
-    )
-    return tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            scheduler=scheduler,
-            metric=search.metric,
-            mode=search.mode,
-            num_samples=search.num_samples,
-            max_concurrent_trials=max_concurrent,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(study_root(config)),
-            failure_config=tune.FailureConfig(
-                # Multi-worker trials retry inside Ray Train; Tune retries single ones.
-                max_failures=search.max_failures if config.resources.workers_per_trial == 1
-                else 0,
-                fail_fast=False,
-            ),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[progress, CloseTrialRuns(target, config.train.epochs)],
-            verbose=0,
-        ),
-    )
+    if succeeded == 0:
+        logger.error("every trial failed; see the failure reasons above and in MLflow")
+        return 1
+    return 0

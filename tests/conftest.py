@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated datasets and a quiet torch."""
+"""Shared fixtures and helpers: small generated datasets, methods built the way a trial
+builds them, study configs, and a quiet torch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import torch
 import yaml
 
 from trainables.data import DataSpec, ImageDataset, load_dataset
+from trainables.hyperparameters import resolve_trial
+from trainables.methods import build_method
+from trainables.methods.base import SSLMethod
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +43,11 @@ def write_study_config(tmp: Path, name: str, methods: dict, **sections: dict) ->
 @pytest.fixture(scope="session")
 def tiny_shapes() -> ImageDataset:
     return load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
+
+
+def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",
+                **given) -> SSLMethod:
+    """Method ``name`` as a trial builds it: ``given`` resolved over the declared
+    defaults, the same seed for the initialisation every time."""
+    torch.manual_seed(0)
+    return build_method(name, backbone, dataset, resolve_trial(name, given).method)

@@ -23,10 +23,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from search_spaces import resolve_hyperparameters
 from trainables.augment import rotations
 from trainables.backbones import Encoder, Normalize, layerwise_conv
 from trainables.distributed import Collective
-from trainables.hparams import resolve
 from trainables.methods import method_class
 
 WORLD = 2
@@ -52,7 +52,7 @@ def _layerwise_encoder() -> Encoder:
 @dataclass(frozen=True)
 class Case:
     method: str
-    hparams: dict[str, Any]
+    values: dict[str, Any]
     encoder: Callable[[], Encoder]
     #: Side of the (square) view images.
     size: int
@@ -109,7 +109,7 @@ CASES = {
 def _build(case: Case, comm: Collective):
     torch.manual_seed(0)
     cls = method_class(case.method)
-    values = resolve(cls.hyperparameters, case.hparams, owner=case.method)
+    values = resolve_hyperparameters(cls.hyperparameters, case.values, owner=case.method)
     encoder = case.encoder()
     model = cls(encoder, encoder.feature_dim, values, comm)
     if case.replace_heads:

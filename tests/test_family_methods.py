@@ -6,27 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_method
 
 from trainables.augment import AugmentationPolicy, crop_at, patch_grid, random_patches
 from trainables.backbones import pool
-from trainables.data import DataSpec, load_dataset
-from trainables.hparams import resolve
 from trainables.losses import discriminator_loss
-from trainables.methods import method_class
 from trainables.methods.cpc import MaskedConvContext, PatchGridEncoder
 from trainables.methods.patch_triplet import minimal_patch
-from trainables.trainable import build_method
-
-
-@pytest.fixture(scope="module")
-def small_shapes():
-    return load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
-
-
-def _method(name: str, dataset, **given):
-    values = resolve(method_class(name).hyperparameters, given, owner=name)
-    torch.manual_seed(0)
-    return build_method(name, "small_cnn", dataset, values)
 
 
 def _uint8_batch(n: int = 4, size: int = 32) -> torch.Tensor:
@@ -64,8 +50,8 @@ def test_cpc_context_never_sees_the_rows_it_predicts() -> None:
     assert not torch.allclose(context(z)[:, :, 3:], context(changed)[:, :, 3:])
 
 
-def test_cpc_grid_and_representation(small_shapes) -> None:
-    cpc = _method("cpc", small_shapes, patch_size=8)
+def test_cpc_grid_and_representation(tiny_shapes) -> None:
+    cpc = make_method("cpc", tiny_shapes, patch_size=8)
     grid = PatchGridEncoder(cpc.encoder, 8).encode_grid(torch.rand(2, 3, 32, 32))
     assert grid.shape == (2, cpc.feature_dim, 7, 7)
     assert cpc.representation()(torch.rand(2, 3, 32, 32)).shape == (2, cpc.feature_dim)
@@ -74,14 +60,14 @@ def test_cpc_grid_and_representation(small_shapes) -> None:
     assert torch.isfinite(loss) and all(p.grad is not None for p in cpc.predictors.parameters())
 
 
-def test_cpc_refuses_more_prediction_steps_than_grid_rows(small_shapes) -> None:
-    cpc = _method("cpc", small_shapes, patch_size=16, pred_steps=3)
+def test_cpc_refuses_more_prediction_steps_than_grid_rows(tiny_shapes) -> None:
+    cpc = make_method("cpc", tiny_shapes, patch_size=16, pred_steps=3)
     with pytest.raises(ValueError, match="pred_steps 3 needs more than 3 grid rows"):
         cpc([torch.rand(4, 3, 32, 32)])
 
 
-def test_spatial_contrasting_views_are_two_patches(small_shapes) -> None:
-    sc = _method("spatial_contrasting", small_shapes, patch_size=12)
+def test_spatial_contrasting_views_are_two_patches(tiny_shapes) -> None:
+    sc = make_method("spatial_contrasting", tiny_shapes, patch_size=12)
     views = sc.make_views(_uint8_batch(), AugmentationPolicy.from_strength(0.5),
                           torch.Generator().manual_seed(0))
     assert [tuple(v.shape) for v in views] == [(4, 3, 12, 12)] * 2
@@ -89,8 +75,8 @@ def test_spatial_contrasting_views_are_two_patches(small_shapes) -> None:
     assert torch.isfinite(sc(views))
 
 
-def test_spatial_contrasting_refuses_more_layers_than_stages(small_shapes) -> None:
-    sc = _method("spatial_contrasting", small_shapes, layers="last_three")
+def test_spatial_contrasting_refuses_more_layers_than_stages(tiny_shapes) -> None:
+    sc = make_method("spatial_contrasting", tiny_shapes, layers="last_three")
     sc.encoder.stages = sc.encoder.stages[:2]
     with pytest.raises(ValueError, match="needs 3 encoder stages"):
         sc([torch.rand(4, 3, 8, 8)] * 2)
@@ -101,8 +87,8 @@ def test_minimal_patches_fill_one_pooling_window() -> None:
     assert minimal_patch((6, 3)) == 13
 
 
-def test_patch_triplet_trains_one_layer_after_the_other(small_shapes) -> None:
-    method = _method("patch_triplet", small_shapes, layers=2, filters1=8, filters2=6)
+def test_patch_triplet_trains_one_layer_after_the_other(tiny_shapes) -> None:
+    method = make_method("patch_triplet", tiny_shapes, layers=2, filters1=8, filters2=6)
     assert method.encoder.channels == (8, 6)
     first, second = method.encoder.stages
     schedule = []
@@ -121,8 +107,8 @@ def test_patch_triplet_trains_one_layer_after_the_other(small_shapes) -> None:
         method.begin_epoch(1, 1)
 
 
-def test_patch_triplet_positives_are_distinct_adjacent_patches(small_shapes) -> None:
-    method = _method("patch_triplet", small_shapes, layers=1, max_shift=2)
+def test_patch_triplet_positives_are_distinct_adjacent_patches(tiny_shapes) -> None:
+    method = make_method("patch_triplet", tiny_shapes, layers=1, max_shift=2)
     method.begin_epoch(1, 1)
     # An image whose pixel values encode their own coordinates: the patches' corners
     # reveal where they were cut.
@@ -140,8 +126,8 @@ def test_patch_triplet_positives_are_distinct_adjacent_patches(small_shapes) -> 
     assert dx.abs().max() <= 2 and dy.abs().max() <= 2
 
 
-def test_patch_triplet_transfer_protocol_and_filter_image(small_shapes) -> None:
-    method = _method("patch_triplet", small_shapes, layers=1, filters1=8, transfer_epochs=1)
+def test_patch_triplet_transfer_protocol_and_filter_image(tiny_shapes) -> None:
+    method = make_method("patch_triplet", tiny_shapes, layers=1, filters1=8, transfer_epochs=1)
     method.begin_epoch(1, 1)
     learned = method.encoder.stages[0][0].weight.detach().clone()
     frozen = method.transfer_classifier((3, 32, 32), 8, pretrained=True)
@@ -149,7 +135,7 @@ def test_patch_triplet_transfer_protocol_and_filter_image(small_shapes) -> None:
     assert all(p.requires_grad for p in frozen.parameters())
     assert len([m for m in frozen.modules() if isinstance(m, torch.nn.Conv2d)]) == 2
     assert len([m for m in frozen.modules() if isinstance(m, torch.nn.Linear)]) == 2
-    metrics = method.extra_evaluation(small_shapes, torch.device("cpu"))
+    metrics = method.extra_evaluation(tiny_shapes, torch.device("cpu"))
     assert set(metrics) == {"transfer_random_acc", "transfer_frozen_acc", "transfer_finetune_acc"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     # The evaluation trained copies: the method's own filters are untouched.
@@ -158,16 +144,16 @@ def test_patch_triplet_transfer_protocol_and_filter_image(small_shapes) -> None:
     assert image.startswith(b"\x89PNG")
 
 
-def test_dim_refuses_impossible_configurations(small_shapes) -> None:
+def test_dim_refuses_impossible_configurations(tiny_shapes) -> None:
     with pytest.raises(ValueError, match="alpha and beta"):
-        _method("dim", small_shapes, alpha=0.0, beta=0.0)
+        make_method("dim", tiny_shapes, alpha=0.0, beta=0.0)
     with pytest.raises(ValueError, match="local_layer: got 5"):
-        _method("dim", small_shapes, local_layer=5)
+        make_method("dim", tiny_shapes, local_layer=5)
 
 
 @pytest.mark.parametrize("estimator", ["jsd", "dv", "infonce"])
-def test_dim_builds_only_the_terms_in_use(small_shapes, estimator: str) -> None:
-    local_only = _method("dim", small_shapes, alpha=0.0, gamma=0.0, estimator=estimator)
+def test_dim_builds_only_the_terms_in_use(tiny_shapes, estimator: str) -> None:
+    local_only = make_method("dim", tiny_shapes, alpha=0.0, gamma=0.0, estimator=estimator)
     assert not hasattr(local_only, "global_map_critic")
     assert not hasattr(local_only, "discriminator")
     loss = local_only([torch.rand(6, 3, 32, 32)])
@@ -175,9 +161,9 @@ def test_dim_builds_only_the_terms_in_use(small_shapes, estimator: str) -> None:
     assert all(p.grad is not None for p in local_only.parameters() if p.requires_grad)
 
 
-def test_dim_prior_matching_is_a_min_max_game(small_shapes) -> None:
+def test_dim_prior_matching_is_a_min_max_game(tiny_shapes) -> None:
     """The discriminator descends its loss; the encoder gets the reversed gradient."""
-    method = _method("dim", small_shapes, alpha=0.0, beta=1e-12, gamma=1.0)
+    method = make_method("dim", tiny_shapes, alpha=0.0, beta=1e-12, gamma=1.0)
     images = torch.rand(8, 3, 32, 32)
     method([images]).backward()
     last = method.discriminator[-1].bias

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from trainables.data import DataSpec, load_dataset
-from trainables.hparams import TRAINING_HPARAMS, resolve
-from trainables.loop import LoopSettings, TrainingHParams, evaluate, train
-from trainables.trainable import build_method, declared_hparams
+from trainables.hyperparameters import resolve_trial
+from trainables.loop import LoopSettings, evaluate, train
+from trainables.methods import build_method
 
 pytestmark = pytest.mark.slow
 
@@ -79,16 +79,14 @@ def shapes():
 def test_short_pretraining_beats_random_init(method: str, shapes) -> None:
     check = CHECKS[method]
     data = shapes
-    values = resolve(declared_hparams(method), check.given, owner=method)
-    training = TrainingHParams(**{k: values[k] for k in TRAINING_HPARAMS})
-    method_values = {k: v for k, v in values.items() if k not in TRAINING_HPARAMS}
+    hyperparameters = resolve_trial(method, check.given)
     with_linear = check.metric == "linear_acc"
     loop = LoopSettings(epochs=check.epochs, eval_every=check.epochs, seed=0,
                         linear_probe="final" if with_linear else "never", mlp_probe="never",
                         eval_layer=check.eval_layer)
 
     torch.manual_seed(0)
-    model = build_method(method, "small_cnn", data, method_values)
+    model = build_method(method, "small_cnn", data, hyperparameters.method)
     random_init = evaluate(model, data, loop, with_linear=with_linear)[check.metric]
-    final = train(model, data, training, loop, lambda result: None)
+    final = train(model, data, hyperparameters.training, loop, lambda result: None)
     assert final[check.metric] > random_init + check.required_gain, (random_init, final)

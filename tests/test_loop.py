@@ -6,20 +6,17 @@ import io
 
 import pytest
 import torch
+from conftest import make_method
 
-from trainables.hparams import resolve
-from trainables.loop import LoopSettings, NonFiniteLossError, TrainingHParams, train
-from trainables.trainable import build_method, declared_hparams
+from trainables.hyperparameters import TrainingHyperparameters
+from trainables.loop import LoopSettings, NonFiniteLossError, train
 
-HPARAMS = TrainingHParams(lr=3e-3, weight_decay=1e-5, batch_size=64, aug_strength=0.5)
+TRAINING = TrainingHyperparameters(lr=3e-3, weight_decay=1e-5, batch_size=64, aug_strength=0.5)
 SETTINGS = LoopSettings(epochs=3, eval_every=1, seed=0, linear_probe="never")
 
 
 def _simclr(dataset):
-    torch.manual_seed(0)
-    values = resolve(declared_hparams("simclr"), {}, owner="simclr")
-    method_values = {k: values[k] for k in ("temperature", "proj_hidden_dim", "proj_dim")}
-    return build_method("simclr", "small_cnn", dataset, method_values)
+    return make_method("simclr", dataset)
 
 
 def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes) -> None:
@@ -32,14 +29,14 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes
         saved[result.epoch] = buffer.getvalue()
         results[result.epoch] = result.metrics
 
-    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS, keep)
+    train(_simclr(tiny_shapes), tiny_shapes, TRAINING, SETTINGS, keep)
     state = torch.load(io.BytesIO(saved[1]), weights_only=True)
     resumed: dict[int, dict] = {}
     fresh = _simclr(tiny_shapes)
     with torch.no_grad():  # a different starting point, overwritten by the checkpoint
         for p in fresh.parameters():
             p.add_(1.0)
-    train(fresh, tiny_shapes, HPARAMS, SETTINGS,
+    train(fresh, tiny_shapes, TRAINING, SETTINGS,
           lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)
     assert sorted(resumed) == [2, 3]
     for epoch in (2, 3):
@@ -51,13 +48,13 @@ def test_resuming_after_the_last_epoch_reports_the_final_result_again(tiny_shape
     """A driver that died before learning a run had finished restores it from the last
     checkpoint: the loop trains nothing and repeats the final result for the scheduler."""
     last: dict = {}
-    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS,
+    train(_simclr(tiny_shapes), tiny_shapes, TRAINING, SETTINGS,
           lambda r: last.update(state=r.state(), metrics=r.metrics))
     buffer = io.BytesIO()
     torch.save(last["state"], buffer)
     state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     again: list = []
-    final = train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, SETTINGS, again.append,
+    final = train(_simclr(tiny_shapes), tiny_shapes, TRAINING, SETTINGS, again.append,
                   resume_state=state)
     assert [(r.epoch, r.evaluated, r.final) for r in again] == [(3, True, True)]
     assert final == last["metrics"] == again[0].metrics
@@ -66,7 +63,7 @@ def test_resuming_after_the_last_epoch_reports_the_final_result_again(tiny_shape
 def test_reports_every_epoch_and_evaluates_on_schedule(tiny_shapes) -> None:
     seen = []
     settings = LoopSettings(epochs=3, eval_every=2, seed=0, linear_probe="final")
-    train(_simclr(tiny_shapes), tiny_shapes, HPARAMS, settings, seen.append)
+    train(_simclr(tiny_shapes), tiny_shapes, TRAINING, settings, seen.append)
     assert [r.epoch for r in seen] == [1, 2, 3]
     assert [r.evaluated for r in seen] == [False, True, True]
     assert "knn_acc" not in seen[0].metrics and "linear_acc" not in seen[1].metrics
@@ -75,13 +72,13 @@ def test_reports_every_epoch_and_evaluates_on_schedule(tiny_shapes) -> None:
 
 
 def test_non_finite_loss_ends_training_with_the_reason(tiny_shapes) -> None:
-    exploding = TrainingHParams(lr=1e25, weight_decay=0.0, batch_size=64, aug_strength=0.5)
+    exploding = TrainingHyperparameters(lr=1e25, weight_decay=0.0, batch_size=64, aug_strength=0.5)
     with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1"):
         train(_simclr(tiny_shapes), tiny_shapes, exploding, SETTINGS, lambda r: None)
 
 
 def test_batch_larger_than_the_dataset_is_refused(tiny_shapes) -> None:
-    too_big = TrainingHParams(lr=1e-3, weight_decay=0.0, batch_size=512, aug_strength=0.5)
+    too_big = TrainingHyperparameters(lr=1e-3, weight_decay=0.0, batch_size=512, aug_strength=0.5)
     with pytest.raises(ValueError, match="exceeds the 256 pretraining images"):
         train(_simclr(tiny_shapes), tiny_shapes, too_big, SETTINGS, lambda r: None)
 

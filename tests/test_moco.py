@@ -6,16 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.hparams import resolve
+from search_spaces import resolve_hyperparameters
 from trainables.methods.moco import MoCo
 
 
 def make_moco(**overrides) -> MoCo:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(12, 6))
-    values = resolve(MoCo.hyperparameters,
-                     {"queue_size": 5, "proj_dim": 3, "proj_hidden_dim": 4, **overrides},
-                     owner="moco")
+    values = resolve_hyperparameters(
+        MoCo.hyperparameters,
+        {"queue_size": 5, "proj_dim": 3, "proj_hidden_dim": 4, **overrides},
+        owner="moco",
+    )
     return MoCo(encoder, 6, values)
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_method
 
 from trainables.augment import (
     AugmentationPolicy,
@@ -18,34 +19,22 @@ from trainables.augment import (
     warp,
 )
 from trainables.backbones import StageFeatures, build_encoder
-from trainables.data import DataSpec, load_dataset
 from trainables.evaluation import mlp_probe_accuracy
-from trainables.hparams import resolve
 from trainables.loop import LoopSettings, evaluate
 from trainables.losses import (
     pretext_classification,
     reconstruction_loss,
     transformation_regression,
 )
-from trainables.methods import method_class
 from trainables.methods.jigsaw import maximal_hamming_permutations
 from trainables.methods.relative_patch import NEIGHBOURS
-from trainables.trainable import build_method
 
 IDENTITY_POLICY = AugmentationPolicy(strength=0.0, min_crop_scale=1.0, brightness=0.0,
                                      contrast=0.0, saturation=0.0, hue=0.0, jitter_prob=0.0,
                                      grayscale_prob=0.0, flip_prob=0.0)
 
 
-@pytest.fixture(scope="module")
-def small_shapes():
-    return load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
 
-
-def _method(name: str, dataset, **given):
-    torch.manual_seed(0)
-    values = resolve(method_class(name).hyperparameters, given, owner=name)
-    return build_method(name, "small_cnn", dataset, values)
 
 
 def test_pretext_classification_is_softmax_cross_entropy() -> None:
@@ -167,8 +156,8 @@ def test_maximal_hamming_permutations() -> None:
     assert (maximal_hamming_permutations(2)[0] != maximal_hamming_permutations(2)[1]).all()
 
 
-def test_jigsaw_views_are_shuffled_by_the_labelled_permutation(small_shapes) -> None:
-    method = _method("jigsaw", small_shapes, num_permutations=8, tile_size=8, tile_slack=0)
+def test_jigsaw_views_are_shuffled_by_the_labelled_permutation(tiny_shapes) -> None:
+    method = make_method("jigsaw", tiny_shapes, num_permutations=8, tile_size=8, tile_slack=0)
     coords = torch.arange(32 * 32).view(32, 32)
     image = torch.stack([coords % 32 * 8, coords // 32 * 8, coords * 0]).to(torch.uint8)
     tiles, labels = method.make_views(image[None].expand(16, -1, -1, -1).contiguous(),
@@ -184,8 +173,8 @@ def test_jigsaw_views_are_shuffled_by_the_labelled_permutation(small_shapes) -> 
     assert len(set(labels.tolist())) > 1
 
 
-def test_relative_patch_neighbour_sits_where_the_label_says(small_shapes) -> None:
-    method = _method("relative_patch", small_shapes, patch_size=6, gap=2, jitter=0)
+def test_relative_patch_neighbour_sits_where_the_label_says(tiny_shapes) -> None:
+    method = make_method("relative_patch", tiny_shapes, patch_size=6, gap=2, jitter=0)
     coords = torch.arange(32 * 32).view(32, 32)
     image = torch.stack([coords % 32 * 8, coords // 32 * 8, coords * 0]).to(torch.uint8)
     centre, neighbour, labels = method.make_views(
@@ -199,9 +188,9 @@ def test_relative_patch_neighbour_sits_where_the_label_says(small_shapes) -> Non
     assert len(set(labels.tolist())) == 8
 
 
-def test_rotnet_labels_follow_the_rotation_blocks(small_shapes) -> None:
-    method = _method("rotnet", small_shapes, num_rotations=4)
-    views = method.make_views(small_shapes.pretrain_images[:6], IDENTITY_POLICY,
+def test_rotnet_labels_follow_the_rotation_blocks(tiny_shapes) -> None:
+    method = make_method("rotnet", tiny_shapes, num_rotations=4)
+    views = method.make_views(tiny_shapes.pretrain_images[:6], IDENTITY_POLICY,
                               torch.Generator())
     assert views[0].shape == (24, 3, 32, 32)
     torch.testing.assert_close(views[0][6:12], torch.rot90(views[0][:6], 1, dims=(2, 3)))
@@ -211,8 +200,8 @@ def test_rotnet_labels_follow_the_rotation_blocks(small_shapes) -> None:
     torch.testing.assert_close(method(views), expected)
 
 
-def test_context_encoder_hides_the_region_from_the_encoder(small_shapes, monkeypatch) -> None:
-    method = _method("context_encoder", small_shapes, mask="central", mask_fraction=0.5,
+def test_context_encoder_hides_the_region_from_the_encoder(tiny_shapes, monkeypatch) -> None:
+    method = make_method("context_encoder", tiny_shapes, mask="central", mask_fraction=0.5,
                      lambda_adv=0.0)
     assert not hasattr(method, "discriminator")
     x = torch.rand(4, 3, 32, 32)
@@ -246,14 +235,14 @@ def test_stage_features_evaluate_an_intermediate_block() -> None:
         StageFeatures(encoder, 5)
 
 
-def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(small_shapes) -> None:
-    method = _method("rotnet", small_shapes)
-    last = evaluate(method, small_shapes, LoopSettings(epochs=1), with_linear=True,
+def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(tiny_shapes) -> None:
+    method = make_method("rotnet", tiny_shapes)
+    last = evaluate(method, tiny_shapes, LoopSettings(epochs=1), with_linear=True,
                     with_mlp=True)
     assert set(last) == {"knn_acc", "linear_acc", "mlp_acc"}
-    block2 = evaluate(method, small_shapes, LoopSettings(epochs=1, eval_layer=2),
+    block2 = evaluate(method, tiny_shapes, LoopSettings(epochs=1, eval_layer=2),
                       with_linear=True)
     assert block2["linear_acc"] != last["linear_acc"]
     # CPC evaluates its patch-grid mean, from the requested block as well.
-    cpc = _method("cpc", small_shapes, patch_size=16)
+    cpc = make_method("cpc", tiny_shapes, patch_size=16)
     assert cpc.representation(2)(torch.rand(2, 3, 32, 32)).shape == (2, cpc.encoder.channels[1])

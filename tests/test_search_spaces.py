@@ -8,15 +8,16 @@ import optuna.distributions as od
 import pytest
 
 from search_spaces import SearchSpaceError, build_space, default_space_data
+from search_spaces.distributions import to_optuna
+from trainables.hyperparameters import declared_hyperparameters
 from trainables.methods import METHODS
-from trainables.trainable import declared_hparams
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_default_spaces_cover_what_users_search(method: str) -> None:
     """Batch size, augmentation and learning rate everywhere; the temperature wherever the
     method has one (on a log scale), and always some of the method's own parameters."""
-    space = build_space(method, declared_hparams(method))
+    space = build_space(method, declared_hyperparameters(method))
     for name in ("batch_size", "aug_strength", "lr"):
         assert name in space.params
     if "temperature" in METHODS[method].hyperparameters:
@@ -29,18 +30,18 @@ def test_default_spaces_cover_what_users_search(method: str) -> None:
 
 
 def test_moco_momentum_is_searched_on_log_of_one_minus_m() -> None:
-    space = build_space("moco", declared_hparams("moco"))
-    dist = space.to_optuna()["one_minus_momentum"]
+    space = build_space("moco", declared_hyperparameters("moco"))
+    dist = to_optuna(space)["one_minus_momentum"]
     assert isinstance(dist, od.FloatDistribution) and dist.log
     assert dist.low == pytest.approx(0.001) and dist.high == pytest.approx(0.1)
-    decoded = space.decode({**{k: 1 for k in space.to_optuna()}, "one_minus_momentum": 0.01})
+    decoded = space.decode({**{k: 1 for k in to_optuna(space)}, "one_minus_momentum": 0.01})
     assert decoded["momentum"] == pytest.approx(0.99)
     assert "one_minus_momentum" not in decoded
 
 
 def test_conversion_to_optuna_distributions() -> None:
-    space = build_space("simclr", declared_hparams("simclr"))
-    dists = space.to_optuna()
+    space = build_space("simclr", declared_hyperparameters("simclr"))
+    dists = to_optuna(space)
     assert dists["temperature"] == od.FloatDistribution(0.05, 1.0, log=True)
     assert dists["batch_size"] == od.CategoricalDistribution([64, 128, 256])
     assert dists["aug_strength"] == od.FloatDistribution(0.1, 1.0)
@@ -48,27 +49,27 @@ def test_conversion_to_optuna_distributions() -> None:
 
 def test_override_narrows_keeping_the_scale_and_fixes_values() -> None:
     space = build_space(
-        "simclr", declared_hparams("simclr"),
+        "simclr", declared_hyperparameters("simclr"),
         {"temperature": {"low": 0.1, "high": 0.3}, "lr": 0.002, "proj_dim": {
             "type": "int", "low": 32, "high": 256, "scale": "log"}},
     )
     assert space.params["temperature"].scale == "log"
     assert (space.params["temperature"].low, space.params["temperature"].high) == (0.1, 0.3)
     assert "lr" not in space.params and space.fixed["lr"] == 0.002
-    assert space.to_optuna()["proj_dim"] == od.IntDistribution(32, 256, log=True)
-    decoded = space.decode({k: 1 for k in space.to_optuna()})
+    assert to_optuna(space)["proj_dim"] == od.IntDistribution(32, 256, log=True)
+    decoded = space.decode({k: 1 for k in to_optuna(space)})
     assert decoded["lr"] == 0.002
 
 
 def test_replace_space_drops_defaults() -> None:
-    space = build_space("simclr", declared_hparams("simclr"),
+    space = build_space("simclr", declared_hyperparameters("simclr"),
                         {"temperature": {"type": "float", "low": 0.1, "high": 0.5}},
                         replace_defaults=True)
     assert list(space.params) == ["temperature"]
 
 
 def test_defaults_for_a_single_run() -> None:
-    declared = declared_hparams("moco")
+    declared = declared_hyperparameters("moco")
     space = build_space("moco", declared, {"momentum": 0.9})
     values = space.defaults(declared)
     assert values["momentum"] == 0.9 and values["queue_size"] == 4096
@@ -98,14 +99,14 @@ def test_defaults_for_a_single_run() -> None:
 )
 def test_invalid_spaces_name_the_parameter(overrides: dict, message: str) -> None:
     with pytest.raises(SearchSpaceError, match=r"^methods\.simclr\.space\.") as info:
-        build_space("simclr", declared_hparams("simclr"), overrides,
+        build_space("simclr", declared_hyperparameters("simclr"), overrides,
                     where="methods.simclr.space")
     assert message in str(info.value)
 
 
 def test_log1m_bounds_must_stay_below_one() -> None:
     with pytest.raises(SearchSpaceError, match="log1m"):
-        build_space("moco", declared_hparams("moco"),
+        build_space("moco", declared_hyperparameters("moco"),
                     {"momentum": {"low": 0.9, "high": 1.0}})
 
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
+from tracking import schema
 from trainables.augment import AugmentationPolicy
 from trainables.data import ImageDataset
 from trainables.distributed import Collective
@@ -34,19 +35,12 @@ from trainables.evaluation import (
     linear_probe_accuracy,
     mlp_probe_accuracy,
 )
+from trainables.hyperparameters import TrainingHyperparameters
 from trainables.methods.base import SSLMethod
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot recover and must fail."""
-
-
-@dataclass(frozen=True)
-class TrainingHParams:
-    lr: float
-    weight_decay: float
-    batch_size: int
-    aug_strength: float
 
 
 @dataclass(frozen=True)
@@ -87,14 +81,14 @@ class Reporter(Protocol):
 
 
 def _optimizer(
-    method: SSLMethod, hparams: TrainingHParams, settings: LoopSettings
+    method: SSLMethod, training: TrainingHyperparameters, settings: LoopSettings
 ) -> torch.optim.Optimizer:
     params = [p for p in method.parameters() if p.requires_grad]
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=hparams.lr, momentum=0.9, weight_decay=hparams.weight_decay
+            params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay
         )
-    return torch.optim.AdamW(params, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
 
 
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -121,7 +115,7 @@ def evaluate(
     train_features = extract_features(representation, dataset.train_images, device)
     test_features = extract_features(representation, dataset.test_images, device)
     metrics = {
-        "knn_acc": knn_accuracy(
+        schema.KNN_ACC: knn_accuracy(
             train_features,
             dataset.train_labels,
             test_features,
@@ -132,7 +126,7 @@ def evaluate(
         )
     }
     if with_linear:
-        metrics["linear_acc"] = linear_probe_accuracy(
+        metrics[schema.LINEAR_ACC] = linear_probe_accuracy(
             train_features,
             dataset.train_labels,
             test_features,
@@ -140,7 +134,7 @@ def evaluate(
             dataset.num_classes,
         )
     if with_mlp:
-        metrics["mlp_acc"] = mlp_probe_accuracy(
+        metrics[schema.MLP_ACC] = mlp_probe_accuracy(
             train_features,
             dataset.train_labels,
             test_features,
@@ -185,29 +179,29 @@ def _wrap(method: SSLMethod, device: torch.device) -> torch.nn.Module:
 def train(
     method: SSLMethod,
     dataset: ImageDataset,
-    hparams: TrainingHParams,
+    training: TrainingHyperparameters,
     settings: LoopSettings,
     report: Reporter,
     resume_state: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Pretrain ``method`` for ``settings.epochs`` epochs and return the last metrics."""
     comm = method.comm
-    if hparams.batch_size > len(dataset):
+    if training.batch_size > len(dataset):
         raise ValueError(
-            f"batch_size {hparams.batch_size} exceeds the {len(dataset)} pretraining images"
+            f"batch_size {training.batch_size} exceeds the {len(dataset)} pretraining images"
         )
-    if hparams.batch_size % comm.world_size:
+    if training.batch_size % comm.world_size:
         raise ValueError(
-            f"batch_size {hparams.batch_size} is not divisible by the {comm.world_size} workers"
+            f"batch_size {training.batch_size} is not divisible by the {comm.world_size} workers"
         )
     device = torch.device(settings.device)
     if settings.sync_bn and comm.distributed:
         _use_sync_bn(method)
     method.to(device)
     model = _wrap(method, device)
-    policy = AugmentationPolicy.from_strength(hparams.aug_strength)
-    optimizer = _optimizer(method, hparams, settings)
-    steps_per_epoch = len(dataset) // hparams.batch_size
+    policy = AugmentationPolicy.from_strength(training.aug_strength)
+    optimizer = _optimizer(method, training, settings)
+    steps_per_epoch = len(dataset) // training.batch_size
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _schedule(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch),
@@ -249,7 +243,7 @@ def train(
         loss_sum = torch.zeros((), device=device)
         steps = seen = 0
         started = time.perf_counter()
-        for idx in _batches(len(images), hparams.batch_size, order_generator, comm):
+        for idx in _batches(len(images), training.batch_size, order_generator, comm):
             batch = images[idx.to(device)]
             with torch.no_grad():
                 views = method.make_views(batch, policy, view_generator)
@@ -267,10 +261,10 @@ def train(
             seen += batch.shape[0]
         elapsed = time.perf_counter() - started
         metrics = {
-            "epoch": float(epoch),
-            "loss": float(comm.mean(loss_sum)) / max(steps, 1),
-            "images_per_sec": seen * comm.world_size / max(elapsed, 1e-9),
-            "lr": scheduler.get_last_lr()[0],
+            schema.EPOCH: float(epoch),
+            schema.LOSS: float(comm.mean(loss_sum)) / max(steps, 1),
+            schema.IMAGES_PER_SEC: seen * comm.world_size / max(elapsed, 1e-9),
+            schema.LR: scheduler.get_last_lr()[0],
         }
         final = epoch == settings.epochs
         evaluated = final or epoch % settings.eval_every == 0

@@ -1,156 +1,211 @@
-"""Pretrain and evaluate one configuration: the pieces shared by the Ray trials
-(``trainables.ray_trial``) and by a local run (``sslstudy train``).
+"""The Ray Tune trainable: one trial, on one worker or data-parallel on several. The top
+of ``trainables``: the only module of the package that imports Ray.
 
-Every entry point builds the same method over the same generic loop and logs the same
-MLflow run; they differ only in who receives the per-epoch results (Tune or Train's
-``report`` with a checkpoint, or a progress bar).
+The trial's hyperparameters are resolved once, here, from the sampler's suggestion; the
+loop and the method receive them checked.
+
+With one worker the Tune function trains in its own process. With several, it is a
+coordinator: it fits a Ray Train ``TorchTrainer`` (the Train V2 pattern of a trainer
+launched from inside a Tune function) whose workers run the same generic loop under
+DistributedDataParallel, NCCL on GPUs and gloo on CPUs, and ``TuneReportCallback`` passes
+rank 0's reports back to Tune, so the scheduler and the searcher see one trial.
+
+Either way a trial writes one MLflow run: its id travels with every checkpoint, and a
+retried or resumed trial continues that run (or finds it by trial id if it failed before
+its first checkpoint) instead of starting another.
 """
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 
-from search_spaces import SearchSpace
-from study.tracking import COMPLETED, FAILED, TrackingTarget, TrialRun
-from trainables.backbones import build_encoder
+from search_spaces import CrossMethodSpace
+from tracking import schema
+from tracking.runs import TrialRun, find_trial_run
 from trainables.data import ImageDataset
-from trainables.distributed import LOCAL, Collective
-from trainables.hparams import TRAINING_HPARAMS, HParam, resolve
-from trainables.loop import EpochResult, LoopSettings, TrainingHParams, train
-from trainables.methods import method_class
-from trainables.methods.base import SSLMethod
+from trainables.distributed import Collective
+from trainables.hyperparameters import Hyperparameters, resolve_trial
+from trainables.loop import EpochResult
+from trainables.pretrain import pretrain
+from trainables.recording import TrialSettings, create_run, pretrain_recorded
 
-
-def declared_hparams(method: str) -> dict[str, HParam]:
-    """Every hyperparameter a trial of ``method`` accepts: the loop's and the method's."""
-    return {**TRAINING_HPARAMS, **method_class(method).hyperparameters}
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+CHECKPOINT_FILE = "state.pt"
+RUN_ID_KEY = "mlflow_run_id"
 
 
 @dataclass(frozen=True)
-class TrialSettings:
-    """Everything about a trial that the search does not choose (plain, picklable data)."""
+class DatasetHandle:
+    """The study's dataset in Ray's object store: put once by the driver, read by every
+    trial and every worker without reloading it."""
 
-    study: str
-    method: str
-    backbone: str
-    loop: LoopSettings
-    space: SearchSpace
-    tracking: TrackingTarget
-    threads: int = 1
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    max_failures: int = 0
-    #: Where multi-worker trials keep their Ray Train runs (checkpoints).
-    storage_path: str = ""
+    ref: ray.ObjectRef
+
+    def get(self) -> ImageDataset:
+        return ray.get(self.ref)
 
 
-def build_method(
-    name: str,
-    backbone: str,
-    dataset: ImageDataset,
-    method_hparams: Mapping[str, Any],
-    comm: Collective = LOCAL,
-) -> SSLMethod:
-    cls = method_class(name)
-    encoder = build_encoder(
-        method_backbone(name, backbone), dataset.channels, dataset.mean, dataset.std,
-        **cls.encoder_options(method_hparams),
-    )
-    return cls(encoder, encoder.feature_dim, method_hparams, comm)
+def _quiet_ray_train() -> None:
+    # Ray logs every persisted checkpoint at INFO level in the worker; one line per epoch
+    # per trial would drown the progress lines on the driver.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
-def method_backbone(method: str, study_backbone: str) -> str:
-    """The backbone a trial of ``method`` really uses: its own, if it fixes one."""
-    return method_class(method).backbone or study_backbone
+def _load_checkpoint(checkpoint: Any) -> tuple[dict[str, Any] | None, str | None]:
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    return state, state.pop(RUN_ID_KEY)
 
 
-def run_configuration(
+def _open_run(
     settings: TrialSettings,
     dataset: ImageDataset,
-    hparams: Mapping[str, Any],
-    report: Callable[[EpochResult], None],
-    resume_state: Mapping[str, Any] | None = None,
-    comm: Collective = LOCAL,
-) -> dict[str, float]:
-    """Build the method from ``hparams`` (checked against their declared domains) and train
-    it; ``comm`` is the process group when the trial is data-parallel."""
-    values = resolve(declared_hparams(settings.method), hparams, owner=settings.method)
-    training = TrainingHParams(**{k: values[k] for k in TRAINING_HPARAMS})
-    method_values = {k: v for k, v in values.items() if k not in TRAINING_HPARAMS}
-    torch.manual_seed(settings.loop.seed)
-    method = build_method(settings.method, settings.backbone, dataset, method_values, comm)
-    loop = replace(settings.loop, device=resolve_device(settings.loop.device))
-    return train(method, dataset, training, loop, report, resume_state)
+    hyperparameters: Hyperparameters,
+    trial_id: str,
+    run_id: str | None,
+) -> TrialRun:
+    """This trial's MLflow run: the checkpoint's, else one an earlier attempt created,
+    else a new one."""
+    run_id = run_id or find_trial_run(settings.tracking, trial_id)
+    if run_id is not None:
+        run = TrialRun.resume(settings.tracking, run_id)
+    else:
+        run = create_run(settings, dataset, hyperparameters, trial_id,
+                         name=f"{settings.method}-{trial_id}")
+    # Which Ray node ran (or resumed) the trial, for debugging a cluster.
+    run.set_tag(schema.TAG_RAY_NODE, ray.get_runtime_context().get_node_id())
+    return run
 
 
-def run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> dict[str, str]:
-    return {
-        "method": settings.method,
-        "dataset": dataset.name,
-        "backbone": method_backbone(settings.method, settings.backbone),
-        "trial_id": trial_id,
-        "study": settings.study,
-        "max_budget": str(settings.loop.epochs),
-    }
-
-
-def run_to_end(
-    run: TrialRun,
-    settings: TrialSettings,
-    dataset: ImageDataset,
-    hparams: Mapping[str, Any],
-    report: Callable[[EpochResult], None],
-    resume_state: Mapping[str, Any] | None,
-) -> dict[str, float]:
-    """Train, then close the MLflow run as completed, or as failed with the reason before
-    the exception propagates (it is recorded, never swallowed).
-
-    Only ``Exception`` marks a failure: Ray ends a trial that the scheduler stops (or that
-    reached its budget while blocked in ``tune.report``) with ``SystemExit``, and the
-    driver closes those runs with the right status.
-    """
-    try:
-        metrics = run_configuration(settings, dataset, hparams, report, resume_state)
-    except Exception as exc:
-        run.finish(FAILED, reason=f"{type(exc).__name__}: {exc}")
-        raise
-    run.finish(COMPLETED)
-    return metrics
-
-
-def local_run(
-    settings: TrialSettings,
-    dataset: ImageDataset,
-    hparams: Mapping[str, Any],
-    on_epoch: Callable[[EpochResult], None],
-) -> tuple[str, dict[str, float]]:
-    """One configuration in this process, as a single MLflow run (``sslstudy train``)."""
-    torch.set_num_threads(settings.threads)
-    hparams = resolve(declared_hparams(settings.method), hparams, owner=settings.method)
-    run = TrialRun(
-        settings.tracking,
-        run_name=f"{settings.method}-train",
-        tags=run_tags(settings, dataset, "local"),
-        params=hparams,
-    )
+def _checkpointing_report(
+    run: TrialRun | None, send: Callable[[dict[str, float], Any], None], is_writer: bool
+) -> Callable[[EpochResult], None]:
+    """A loop reporter that logs every epoch to MLflow and, at evaluations, hands the
+    metrics and (from the writing rank only) a checkpoint to ``send``."""
+    from ray import tune
 
     def report(result: EpochResult) -> None:
-        run.log_result(result.metrics, result.epoch, result.artifacts)
-        on_epoch(result)
+        if run is not None:
+            run.log_result(result.metrics, result.epoch, result.artifacts)
+        if not result.evaluated:
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if is_writer:
+                state = {**result.state(), RUN_ID_KEY: run.run_id if run else ""}
+                torch.save(state, Path(directory) / CHECKPOINT_FILE)
+                checkpoint = tune.Checkpoint.from_directory(directory)
+            send(dict(result.metrics), checkpoint)
 
+    return report
+
+
+def tune_trial(config: dict[str, Any], *, settings: TrialSettings, data: DatasetHandle) -> None:
+    """The Ray Tune function trainable: ``config`` holds the sampler's suggestion."""
+    from ray import tune
+
+    _quiet_ray_train()
+    hyperparameters = resolve_trial(settings.method, settings.space.decode(config))
+    if settings.workers > 1:
+        _fit_data_parallel(settings, data, hyperparameters)
+        return
+    torch.set_num_threads(settings.threads)
+    dataset = data.get()
+    resume_state, run_id = _load_checkpoint(tune.get_checkpoint())
+    run = _open_run(settings, dataset, hyperparameters, tune.get_context().get_trial_id(),
+                    run_id)
+    report = _checkpointing_report(
+        run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True
+    )
+    pretrain_recorded(run, settings, dataset, hyperparameters, report, resume_state)
+
+
+def cross_method_trial(
+    config: dict[str, Any],
+    *,
+    settings_by_method: Mapping[str, TrialSettings],
+    space: CrossMethodSpace,
+    data: DatasetHandle,
+) -> None:
+    """The Tune function of a cross-method search: the suggestion names the method; the
+    rest is that method's trial."""
+    method, own = space.split(config)
+    tune_trial(own, settings=settings_by_method[method], data=data)
+
+
+def _fit_data_parallel(
+    settings: TrialSettings, data: DatasetHandle, hyperparameters: Hyperparameters
+) -> None:
+    """Coordinate one multi-worker trial: create its MLflow run, fit a TorchTrainer whose
+    rank-0 reports reach Tune, and close the run once the trainer is done."""
+    from ray import train, tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    dataset = data.get()
+    run = _open_run(settings, dataset, hyperparameters, trial_id, None)
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = settings.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={
+            "settings": settings, "data": data, "hyperparameters": hyperparameters,
+            "run_id": run.run_id,
+        },
+        scaling_config=train.ScalingConfig(
+            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=train.RunConfig(
+            # The same name on a resumed trial lets Train continue from its checkpoint.
+            name=f"{settings.method}-{trial_id}",
+            storage_path=settings.storage_path,
+            failure_config=train.FailureConfig(max_failures=settings.max_failures),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
     try:
-        return run.run_id, run_to_end(run, settings, dataset, hparams, report, None)
-    except KeyboardInterrupt:
-        run.finish(FAILED, reason="interrupted by the user")
+        trainer.fit()
+    except ray.exceptions.RayActorError:
+        # The trainer's controller died with the trial's placement group: Tune is stopping
+        # this trial (budget reached or ASHA), or its node is gone. The driver knows which
+        # and closes the run accordingly.
         raise
+    except Exception as exc:
+        run.finish(schema.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        raise
+    run.finish(schema.COMPLETED)
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One data-parallel worker: the generic loop with a process-group collective."""
+    from ray import train
+    from ray.train.torch import get_device
+
+    _quiet_ray_train()
+    settings: TrialSettings = config["settings"]
+    torch.set_num_threads(settings.threads)
+    dataset = config["data"].get()
+    comm = Collective.from_process_group()
+    resume_state, _ = _load_checkpoint(train.get_checkpoint())
+    run = TrialRun.attach(settings.tracking, config["run_id"]) if comm.rank == 0 else None
+    loop = replace(settings.loop, device=str(get_device()))
+    report = _checkpointing_report(
+        run, lambda metrics, checkpoint: train.report(metrics, checkpoint=checkpoint),
+        comm.rank == 0,
+    )
+    pretrain(settings.method, settings.backbone, dataset, config["hyperparameters"], loop,
+             report, resume_state, comm)
+

@@ -1,10 +1,20 @@
-"""The method catalogue: one file per method, registered here by name."""
+"""The method catalogue: one file per method, registered here by name, and built here.
+
+Adding a method: write ``trainables/methods/<name>.py`` (a subclass of ``SSLMethod``
+declaring ``name``, ``source``, ``hyperparameters`` and ``forward``), ship its default
+search space as ``search_spaces/<name>.yaml``, and add the class to ``METHODS`` below.
+The contract, data-parallel and learning tests then cover it, and fail until it passes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
+from trainables.backbones import build_encoder
+from trainables.data import ImageDataset
+from trainables.distributed import LOCAL, Collective
 from trainables.methods.aet import AET
 from trainables.methods.base import SSLMethod
 from trainables.methods.context_encoder import ContextEncoder
@@ -33,3 +43,25 @@ def method_class(name: str) -> type[SSLMethod]:
     if name not in METHODS:
         raise ValueError(f"method: unknown {name!r}; allowed: {', '.join(sorted(METHODS))}")
     return METHODS[name]
+
+
+def method_backbone(method: str, study_backbone: str) -> str:
+    """The backbone a trial of ``method`` really uses: its own, if it fixes one."""
+    return method_class(method).backbone or study_backbone
+
+
+def build_method(
+    name: str,
+    backbone: str,
+    dataset: ImageDataset,
+    values: Mapping[str, Any],
+    comm: Collective = LOCAL,
+) -> SSLMethod:
+    """The method ``name`` with its encoder for ``dataset``, from the method's resolved
+    hyperparameter values."""
+    cls = method_class(name)
+    encoder = build_encoder(
+        method_backbone(name, backbone), dataset.channels, dataset.mean, dataset.std,
+        **cls.encoder_options(values),
+    )
+    return cls(encoder, encoder.feature_dim, values, comm)

@@ -18,9 +18,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, random_homographies, warp
 from trainables.heads import classifier_mlp
-from trainables.hparams import HParam
 from trainables.losses import transformation_regression
 from trainables.methods.base import SSLMethod
 
@@ -29,26 +29,26 @@ class AET(SSLMethod):
     name = "aet"
     source = "004_e6ad71d192551e5a.txt (section 3, Auto-Encoding Transformations)"
     hyperparameters = MappingProxyType({
-        "transform": HParam("choice", "affine", "transformation family",
-                            choices=("affine", "projective")),
-        "magnitude": HParam("float", 1.0, "scale of every transformation range", 0.0, 1.0,
-                            low_open=True),
-        "decoder_hidden_dim": HParam("int", 256, "hidden width of the parameter decoder",
-                                     low=1),
+        "transform": Hyperparameter("choice", "affine", "transformation family",
+                                    choices=("affine", "projective")),
+        "magnitude": Hyperparameter("float", 1.0, "scale of every transformation range", 0.0, 1.0,
+                                    low_open=True),
+        "decoder_hidden_dim": Hyperparameter("int", 256, "hidden width of the parameter decoder",
+                                             low=1),
     })
 
     def build(self) -> None:
-        self.num_params = 8 if self.hparams["transform"] == "projective" else 6
+        self.num_params = 8 if self.values["transform"] == "projective" else 6
         self.decoder = classifier_mlp(
-            2 * self.feature_dim, self.hparams["decoder_hidden_dim"], self.num_params
+            2 * self.feature_dim, self.values["decoder_hidden_dim"], self.num_params
         )
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         x = augment(batch, policy, generator)
-        matrices = random_homographies(x.shape[0], self.hparams["magnitude"],
-                                       self.hparams["transform"] == "projective",
+        matrices = random_homographies(x.shape[0], self.values["magnitude"],
+                                       self.values["transform"] == "projective",
                                        generator, x.device)
         return [x, warp(x, matrices), matrices.flatten(1)[:, : self.num_params]]
 

@@ -3,7 +3,8 @@
 A method is an ``nn.Module`` that owns the encoder and whatever heads, momentum copies or
 queues it needs, and turns a list of augmented views into a scalar loss. It knows nothing
 of Ray, MLflow, optimisers or data loading; the loop knows nothing of the method beyond
-this contract.
+this contract. It receives its hyperparameter values already resolved and checked
+(``trainables.hyperparameters``) and never checks them again.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment
-from trainables.backbones import StageFeatures
+from trainables.backbones import Encoder, StageFeatures
 from trainables.distributed import LOCAL, Collective
-from trainables.hparams import HParam
 
 if TYPE_CHECKING:
     from trainables.data import ImageDataset
@@ -30,7 +31,7 @@ class SSLMethod(nn.Module, ABC):
     #: The source document the method follows (a file in ../shared/seeds/).
     source: ClassVar[str]
     #: The method's own hyperparameters with their defaults and domains.
-    hyperparameters: ClassVar[Mapping[str, HParam]]
+    hyperparameters: ClassVar[Mapping[str, Hyperparameter]]
     #: How many augmented views of each image the default ``make_views`` produces.
     num_views: ClassVar[int] = 2
     #: The backbone this method always uses whatever the study's ``train.backbone`` (a
@@ -42,25 +43,26 @@ class SSLMethod(nn.Module, ABC):
 
     def __init__(
         self,
-        encoder: nn.Module,
+        encoder: Encoder,
         feature_dim: int,
-        hparams: Mapping[str, Any],
+        values: Mapping[str, Any],
         comm: Collective = LOCAL,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.feature_dim = feature_dim
-        self.hparams = dict(hparams)
+        #: The method's own hyperparameter values (resolved, checked), by name.
+        self.values = dict(values)
         #: The process group a batch spans; losses that use the batch gather through it.
         self.comm = comm
         self.build()
 
     def build(self) -> None:
-        """Create the method's heads and state from ``self.hparams`` (called once, at the
+        """Create the method's heads and state from ``self.values`` (called once, at the
         end of construction), so that a method declares what it adds, not a constructor."""
 
     @classmethod
-    def encoder_options(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    def encoder_options(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments for ``build_encoder`` that depend on the method's values."""
         return {}
 

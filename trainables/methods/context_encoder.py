@@ -23,9 +23,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import MASK_KINDS, AugmentationPolicy, augment, region_mask
 from trainables.heads import ConvDecoder, image_discriminator, reverse_gradient
-from trainables.hparams import HParam
 from trainables.losses import discriminator_loss, reconstruction_loss
 from trainables.methods.base import SSLMethod
 
@@ -34,28 +34,28 @@ class ContextEncoder(SSLMethod):
     name = "context_encoder"
     source = "001_a60f3e13f8331ac6.txt (Context Encoder: L_rec, L_adv, lambda weights)"
     hyperparameters = MappingProxyType({
-        "mask": HParam("choice", "central", "which region is hidden", choices=MASK_KINDS),
-        "mask_fraction": HParam("float", 0.5, "side of a hidden square / image side",
-                                0.0, 1.0, low_open=True, high_open=True),
-        "mask_blocks": HParam("int", 3, "squares hidden with mask: random_blocks", low=1),
-        "lambda_rec": HParam("float", 0.999, "weight of the masked L2 loss", low=0.0),
-        "lambda_adv": HParam("float", 0.001, "weight of the adversarial loss (0: none)",
-                             low=0.0),
+        "mask": Hyperparameter("choice", "central", "which region is hidden", choices=MASK_KINDS),
+        "mask_fraction": Hyperparameter("float", 0.5, "side of a hidden square / image side",
+                                        0.0, 1.0, low_open=True, high_open=True),
+        "mask_blocks": Hyperparameter("int", 3, "squares hidden with mask: random_blocks", low=1),
+        "lambda_rec": Hyperparameter("float", 0.999, "weight of the masked L2 loss", low=0.0),
+        "lambda_adv": Hyperparameter("float", 0.001, "weight of the adversarial loss (0: none)",
+                                     low=0.0),
     })
 
     def build(self) -> None:
         channels = self.encoder.normalize.mean.shape[1]
         self.decoder = ConvDecoder(self.encoder.channels[-1], channels)
-        if self.hparams["lambda_adv"] > 0:
+        if self.values["lambda_adv"] > 0:
             self.discriminator = image_discriminator(channels)
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         x = augment(batch, policy, generator)
-        mask = region_mask(x.shape[0], x.shape[2], self.hparams["mask"],
-                           self.hparams["mask_fraction"], generator, x.device,
-                           self.hparams["mask_blocks"])
+        mask = region_mask(x.shape[0], x.shape[2], self.values["mask"],
+                           self.values["mask_fraction"], generator, x.device,
+                           self.values["mask_blocks"])
         return [x, mask]
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
@@ -63,10 +63,10 @@ class ContextEncoder(SSLMethod):
         fill = self.encoder.normalize.mean  # the mean colour: zero after normalisation
         hidden = x * (1 - mask) + fill * mask
         logits = self.decoder(self.encoder.feature_maps(hidden)[-1], tuple(x.shape[2:]))
-        loss = self.hparams["lambda_rec"] * reconstruction_loss(logits, x, "mse", mask)
-        if self.hparams["lambda_adv"] > 0:
+        loss = self.values["lambda_rec"] * reconstruction_loss(logits, x, "mse", mask)
+        if self.values["lambda_adv"] > 0:
             generated = reverse_gradient(torch.sigmoid(logits))
-            loss = loss + self.hparams["lambda_adv"] * discriminator_loss(
+            loss = loss + self.values["lambda_adv"] * discriminator_loss(
                 self.discriminator(x), self.discriminator(generated)
             )
         return loss

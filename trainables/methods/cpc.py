@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces import Hyperparameter
 from trainables.augment import patch_grid
-from trainables.hparams import HParam
 from trainables.losses import cpc_info_nce
 from trainables.methods.base import SSLMethod
 
@@ -66,32 +66,38 @@ class CPC(SSLMethod):
     source = "001_a60f3e13f8331ac6.txt (InfoNCE loss of Contrastive Predictive Coding)"
     num_views = 1
     hyperparameters = MappingProxyType({
-        "temperature": HParam("float", 0.1, "InfoNCE temperature tau", low=0.0, low_open=True),
-        "pred_steps": HParam("int", 2, "rows ahead predicted (one linear W_k per k)", low=1),
-        "patch_size": HParam(
+        "temperature": Hyperparameter(
+            "float", 0.1, "InfoNCE temperature tau", low=0.0, low_open=True
+        ),
+        "pred_steps": Hyperparameter(
+            "int", 2, "rows ahead predicted (one linear W_k per k)", low=1
+        ),
+        "patch_size": Hyperparameter(
             "int", 8, "side of a grid patch in pixels (stride: half of it)", low=2
         ),
-        "context_layers": HParam("int", 2, "masked convolutions in the context network", low=1),
+        "context_layers": Hyperparameter(
+            "int", 2, "masked convolutions in the context network", low=1
+        ),
     })
 
     def build(self) -> None:
         dim = self.feature_dim
-        self.context = MaskedConvContext(dim, self.hparams["context_layers"])
+        self.context = MaskedConvContext(dim, self.values["context_layers"])
         self.predictors = nn.ModuleList(
-            nn.Conv2d(dim, dim, 1) for _ in range(self.hparams["pred_steps"])
+            nn.Conv2d(dim, dim, 1) for _ in range(self.values["pred_steps"])
         )
 
     def representation(self, depth: int | None = None) -> nn.Module:
-        return PatchGridEncoder(super().representation(depth), self.hparams["patch_size"])
+        return PatchGridEncoder(super().representation(depth), self.values["patch_size"])
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
-        z = PatchGridEncoder(self.encoder, self.hparams["patch_size"]).encode_grid(views[0])
+        z = PatchGridEncoder(self.encoder, self.values["patch_size"]).encode_grid(views[0])
         n, dim, rows, cols = z.shape
-        steps = self.hparams["pred_steps"]
+        steps = self.values["pred_steps"]
         if rows <= steps:
             raise ValueError(
                 f"pred_steps {steps} needs more than {steps} grid rows; patch_size "
-                f"{self.hparams['patch_size']} gives {rows} on {views[0].shape[2]}-pixel images"
+                f"{self.values['patch_size']} gives {rows} on {views[0].shape[2]}-pixel images"
             )
         context = self.context(z)
         # Candidates: every patch of the global batch, row-major per image; this worker's
@@ -105,6 +111,6 @@ class CPC(SSLMethod):
             targets = index[:, k:, :]
             losses.append(cpc_info_nce(
                 predictions.reshape(-1, dim), candidates, targets.reshape(-1),
-                self.hparams["temperature"],
+                self.values["temperature"],
             ))
         return torch.stack(losses).mean()

@@ -16,9 +16,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import NOISE_KINDS, AugmentationPolicy, augment, corrupt
 from trainables.heads import ConvDecoder
-from trainables.hparams import HParam
 from trainables.losses import RECONSTRUCTION_LOSSES, reconstruction_loss
 from trainables.methods.base import SSLMethod
 
@@ -27,11 +27,13 @@ class DenoisingAutoencoder(SSLMethod):
     name = "denoising_ae"
     source = "001_a60f3e13f8331ac6.txt (De-noising AutoEncoder)"
     hyperparameters = MappingProxyType({
-        "noise": HParam("choice", "gaussian", "corruption type", choices=NOISE_KINDS),
-        "noise_level": HParam(
+        "noise": Hyperparameter("choice", "gaussian", "corruption type", choices=NOISE_KINDS),
+        "noise_level": Hyperparameter(
             "float", 0.3, "Gaussian std, or fraction of pixels masked / salted", 0.0, 1.0
         ),
-        "loss": HParam("choice", "mse", "reconstruction loss", choices=RECONSTRUCTION_LOSSES),
+        "loss": Hyperparameter(
+            "choice", "mse", "reconstruction loss", choices=RECONSTRUCTION_LOSSES
+        ),
     })
 
     def build(self) -> None:
@@ -42,10 +44,10 @@ class DenoisingAutoencoder(SSLMethod):
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         clean = augment(batch, policy, generator)
-        return [clean, corrupt(clean, self.hparams["noise"], self.hparams["noise_level"],
+        return [clean, corrupt(clean, self.values["noise"], self.values["noise_level"],
                                generator)]
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         clean, noisy = views
         logits = self.decoder(self.encoder.feature_maps(noisy)[-1], tuple(clean.shape[2:]))
-        return reconstruction_loss(logits, clean, self.hparams["loss"])
+        return reconstruction_loss(logits, clean, self.values["loss"])

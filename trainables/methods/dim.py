@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces import Hyperparameter
 from trainables.backbones import pool
 from trainables.heads import discriminator_mlp, reverse_gradient
-from trainables.hparams import HParam
 from trainables.losses import MI_ESTIMATORS, discriminator_loss, infomax_bound
 from trainables.methods.base import SSLMethod
 
@@ -45,20 +45,20 @@ class DeepInfoMax(SSLMethod):
     source = "004_e6ad71d192551e5a.txt (section 2, Deep InfoMax)"
     num_views = 1
     hyperparameters = MappingProxyType({
-        "estimator": HParam(
+        "estimator": Hyperparameter(
             "choice", "jsd", "mutual-information bound", choices=MI_ESTIMATORS
         ),
-        "alpha": HParam("float", 0.5, "weight of the global MI term", low=0.0),
-        "beta": HParam("float", 1.0, "weight of the local MI term", low=0.0),
-        "gamma": HParam("float", 0.1, "weight of prior matching (0 disables it)", low=0.0),
-        "local_layer": HParam(
+        "alpha": Hyperparameter("float", 0.5, "weight of the global MI term", low=0.0),
+        "beta": Hyperparameter("float", 1.0, "weight of the local MI term", low=0.0),
+        "gamma": Hyperparameter("float", 0.1, "weight of prior matching (0 disables it)", low=0.0),
+        "local_layer": Hyperparameter(
             "int", 3, "encoder stage (1-based) whose feature map is the local map", low=1
         ),
-        "critic_dim": HParam("int", 64, "width of the linear critic's embedding", low=1),
+        "critic_dim": Hyperparameter("int", 64, "width of the linear critic's embedding", low=1),
     })
 
     def build(self) -> None:
-        hp = self.hparams
+        hp = self.values
         if hp["alpha"] == 0 and hp["beta"] == 0:
             raise ValueError("alpha and beta: at least one must be > 0 (no MI term is left)")
         if hp["local_layer"] > len(self.encoder.stages):
@@ -78,7 +78,7 @@ class DeepInfoMax(SSLMethod):
             self.discriminator = discriminator_mlp(self.feature_dim, 256)
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
-        hp = self.hparams
+        hp = self.values
         maps = self.encoder.feature_maps(views[0])
         local_map, global_vector = maps[hp["local_layer"] - 1], pool(maps[-1])
         everyone_map = self.comm.gather(local_map)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
 from trainables.heads import classifier_mlp
-from trainables.hparams import HParam
 from trainables.losses import pretext_classification
 from trainables.methods.base import SSLMethod
 
@@ -48,27 +48,27 @@ class Jigsaw(SSLMethod):
     name = "jigsaw"
     source = "001_a60f3e13f8331ac6.txt (jigsaw among the pretext tasks; Noroozi & Favaro)"
     hyperparameters = MappingProxyType({
-        "num_permutations": HParam("int", 24, "size of the permutation set (classes)",
-                                   low=2, high=1000),
-        "tile_size": HParam("int", 8, "side of each tile in pixels", low=2),
-        "tile_slack": HParam("int", 2, "cell side minus tile side: the tile's random play",
-                             low=0),
-        "head_hidden_dim": HParam("int", 512, "hidden width of the permutation classifier",
-                                  low=1),
+        "num_permutations": Hyperparameter("int", 24, "size of the permutation set (classes)",
+                                           low=2, high=1000),
+        "tile_size": Hyperparameter("int", 8, "side of each tile in pixels", low=2),
+        "tile_slack": Hyperparameter("int", 2, "cell side minus tile side: the tile's random play",
+                                     low=0),
+        "head_hidden_dim": Hyperparameter("int", 512, "hidden width of the permutation classifier",
+                                          low=1),
     })
 
     def build(self) -> None:
-        permutations = maximal_hamming_permutations(self.hparams["num_permutations"])
+        permutations = maximal_hamming_permutations(self.values["num_permutations"])
         self.register_buffer("permutations", torch.from_numpy(permutations))
         self.classifier = classifier_mlp(
-            TILES * self.feature_dim, self.hparams["head_hidden_dim"], len(permutations)
+            TILES * self.feature_dim, self.values["head_hidden_dim"], len(permutations)
         )
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         x = augment(batch, policy, generator)
-        tile, slack = self.hparams["tile_size"], self.hparams["tile_slack"]
+        tile, slack = self.values["tile_size"], self.values["tile_slack"]
         cell = tile + slack
         n, device = x.shape[0], x.device
         top, left = random_offsets(n, x.shape[2] - 3 * cell, generator, device)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from search_spaces import Hyperparameter
 from trainables.heads import projection_mlp
-from trainables.hparams import HParam
 from trainables.losses import info_nce
 from trainables.methods.base import SSLMethod
 
@@ -37,27 +37,29 @@ class MoCo(SSLMethod):
     name = "moco"
     source = "001_a60f3e13f8331ac6.txt (momentum update, InfoNCE over a dictionary of keys)"
     hyperparameters = MappingProxyType({
-        "temperature": HParam("float", 0.2, "InfoNCE temperature tau", low=0.0, low_open=True),
-        "momentum": HParam(
+        "temperature": Hyperparameter(
+            "float", 0.2, "InfoNCE temperature tau", low=0.0, low_open=True
+        ),
+        "momentum": Hyperparameter(
             "float", 0.99, "key-encoder momentum m", low=0.0, high=1.0, high_open=True
         ),
-        "queue_size": HParam("int", 4096, "number K of negative keys in the queue", low=1),
-        "proj_hidden_dim": HParam("int", 512, "hidden width of the projection MLP", low=1),
-        "proj_dim": HParam("int", 128, "output width of the projection MLP", low=1),
-        "symmetric": HParam("bool", False, "also contrast view 2 queries with view 1 keys"),
-        "bn_splits": HParam(
+        "queue_size": Hyperparameter("int", 4096, "number K of negative keys in the queue", low=1),
+        "proj_hidden_dim": Hyperparameter("int", 512, "hidden width of the projection MLP", low=1),
+        "proj_dim": Hyperparameter("int", 128, "output width of the projection MLP", low=1),
+        "symmetric": Hyperparameter("bool", False, "also contrast view 2 queries with view 1 keys"),
+        "bn_splits": Hyperparameter(
             "int", 4, "shuffle-BN: BatchNorm groups the batch is split into (1 disables)", low=1
         ),
     })
 
     def build(self) -> None:
-        hparams = self.hparams
+        values = self.values
         self.projector = projection_mlp(
-            self.feature_dim, hparams["proj_hidden_dim"], hparams["proj_dim"]
+            self.feature_dim, values["proj_hidden_dim"], values["proj_dim"]
         )
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        queue = F.normalize(torch.randn(hparams["queue_size"], hparams["proj_dim"]), dim=1)
+        queue = F.normalize(torch.randn(values["queue_size"], values["proj_dim"]), dim=1)
         self.register_buffer("queue", queue)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
@@ -69,7 +71,7 @@ class MoCo(SSLMethod):
 
     @torch.no_grad()
     def momentum_update(self) -> None:
-        m = self.hparams["momentum"]
+        m = self.values["momentum"]
         for q_param, k_param in zip(self._query_params(), self._key_params(), strict=True):
             k_param.mul_(m).add_(q_param.detach(), alpha=1.0 - m)
 
@@ -85,7 +87,7 @@ class MoCo(SSLMethod):
 
     def _split_forward(self, net: nn.Module, x: Tensor) -> Tensor:
         """``net`` applied group by group, so that BatchNorm statistics are per group."""
-        groups = min(self.hparams["bn_splits"], x.shape[0] // 2) or 1
+        groups = min(self.values["bn_splits"], x.shape[0] // 2) or 1
         return torch.cat([net(chunk) for chunk in x.chunk(groups)])
 
     def _queries(self, view: Tensor) -> Tensor:
@@ -111,7 +113,7 @@ class MoCo(SSLMethod):
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         v1, v2 = views
-        temperature = self.hparams["temperature"]
+        temperature = self.values["temperature"]
         negatives = self.queue.clone().detach()
         q1 = self._queries(v1)
         with torch.no_grad():
@@ -119,7 +121,7 @@ class MoCo(SSLMethod):
             k2, all_k2 = self._keys(v2)
         loss = info_nce(q1, k2, negatives, temperature)
         new_keys = all_k2
-        if self.hparams["symmetric"]:
+        if self.values["symmetric"]:
             q2 = self._queries(v2)
             k1, all_k1 = self._keys(v1)
             loss = 0.5 * (loss + info_nce(q2, k1, negatives, temperature))

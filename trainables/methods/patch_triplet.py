@@ -30,10 +30,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
 from trainables.backbones import conv_pool_layer
 from trainables.evaluation import supervised_accuracy
-from trainables.hparams import HParam
 from trainables.losses import TRIPLET_DISTANCES, semi_hard_negatives, triplet_margin
 from trainables.methods.base import SSLMethod
 
@@ -60,34 +60,36 @@ class PatchTriplet(SSLMethod):
     backbone = "layerwise_conv"
     uses_all_parameters = False
     hyperparameters = MappingProxyType({
-        "layers": HParam("int", 2, "conv + max-pool layers trained one after the other",
-                         low=1, high=len(KERNELS)),
-        "filters1": HParam("int", 32, "filters of the first (6x6) layer", low=1),
-        "filters2": HParam("int", 64, "filters of the second (3x3) layer", low=1),
-        "distance": HParam("choice", "cosine", "triplet distance", choices=TRIPLET_DISTANCES),
-        "margin": HParam("float", 0.5, "triplet margin", low=0.0),
-        "mining": HParam("choice", "random", "negative selection",
-                         choices=("random", "semi_hard")),
-        "patch_margin": HParam("int", 0, "pixels added to the minimal patch side", low=0),
-        "max_shift": HParam("int", 2, "largest offset (pixels) between the two patches",
-                            low=1),
-        "transfer_epochs": HParam(
+        "layers": Hyperparameter("int", 2, "conv + max-pool layers trained one after the other",
+                                 low=1, high=len(KERNELS)),
+        "filters1": Hyperparameter("int", 32, "filters of the first (6x6) layer", low=1),
+        "filters2": Hyperparameter("int", 64, "filters of the second (3x3) layer", low=1),
+        "distance": Hyperparameter(
+            "choice", "cosine", "triplet distance", choices=TRIPLET_DISTANCES
+        ),
+        "margin": Hyperparameter("float", 0.5, "triplet margin", low=0.0),
+        "mining": Hyperparameter("choice", "random", "negative selection",
+                                 choices=("random", "semi_hard")),
+        "patch_margin": Hyperparameter("int", 0, "pixels added to the minimal patch side", low=0),
+        "max_shift": Hyperparameter("int", 2, "largest offset (pixels) between the two patches",
+                                    low=1),
+        "transfer_epochs": Hyperparameter(
             "int", 4, "epochs of the transfer classifiers after pretraining (0 skips them)",
             low=0,
         ),
     })
 
     @classmethod
-    def encoder_options(cls, hparams: Mapping[str, Any]) -> dict[str, Any]:
-        layers = hparams["layers"]
-        return {"filters": (hparams["filters1"], hparams["filters2"])[:layers],
+    def encoder_options(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        layers = values["layers"]
+        return {"filters": (values["filters1"], values["filters2"])[:layers],
                 "kernels": KERNELS[:layers]}
 
     def build(self) -> None:
         self.active_layer = 1
 
     def begin_epoch(self, epoch: int, epochs: int) -> None:
-        layers = self.hparams["layers"]
+        layers = self.values["layers"]
         if epochs < layers:
             raise ValueError(f"layers {layers} needs at least {layers} epochs, got {epochs}")
         self.active_layer = min(layers, (epoch - 1) * layers // epochs + 1)
@@ -95,14 +97,14 @@ class PatchTriplet(SSLMethod):
             stage.requires_grad_(index >= self.active_layer)
 
     def patch_size(self) -> int:
-        return minimal_patch(KERNELS[: self.active_layer]) + self.hparams["patch_margin"]
+        return minimal_patch(KERNELS[: self.active_layer]) + self.values["patch_margin"]
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         """Anchor and positive: two distinct offsets inside one (patch + max_shift) region."""
         x = augment(batch, policy, generator)
-        size, shift = self.patch_size(), self.hparams["max_shift"]
+        size, shift = self.patch_size(), self.values["max_shift"]
         n, device = x.shape[0], x.device
         top, left = random_offsets(n, x.shape[2] - size - shift, generator, device)
         cells = (shift + 1) ** 2
@@ -124,22 +126,22 @@ class PatchTriplet(SSLMethod):
         candidates = self.comm.gather(positives)
         n, total = anchors.shape[0], candidates.shape[0]
         own = torch.arange(n, device=anchors.device) + self.comm.rank * n
-        distance = self.hparams["distance"]
-        if self.hparams["mining"] == "semi_hard":
+        distance = self.values["distance"]
+        if self.values["mining"] == "semi_hard":
             chosen = semi_hard_negatives(anchors, candidates, own, distance)
         else:
             # Drawn for the global batch on rank 0 so every worker agrees.
             shift = self.comm.broadcast(torch.randint(1, total, (total,), device=anchors.device))
             chosen = (own + self.comm.local_slice(shift)) % total
         return triplet_margin(anchors, positives, candidates[chosen],
-                              self.hparams["margin"], distance)
+                              self.values["margin"], distance)
 
     def transfer_classifier(self, image_shape: Sequence[int], num_classes: int,
                             pretrained: bool) -> nn.Sequential:
         """The paper's small classifier: 2 conv + max-pool layers, then 2 fully connected
         layers; the first ``layers`` conv layers are copies of the learned ones when
         ``pretrained``, every other layer starts from random initialisation."""
-        filters = (self.hparams["filters1"], self.hparams["filters2"])
+        filters = (self.values["filters1"], self.values["filters2"])
         convs: list[nn.Module] = []
         for index, (c_in, c_out, kernel) in enumerate(
             zip((image_shape[0], filters[0]), filters, KERNELS, strict=True)
@@ -156,7 +158,7 @@ class PatchTriplet(SSLMethod):
         return classifier.requires_grad_(True)
 
     def extra_evaluation(self, dataset: ImageDataset, device: torch.device) -> dict[str, float]:
-        epochs = self.hparams["transfer_epochs"]
+        epochs = self.values["transfer_epochs"]
         if epochs == 0:
             return {}
         shape = tuple(dataset.train_images.shape[1:])

@@ -17,9 +17,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
 from trainables.heads import classifier_mlp
-from trainables.hparams import HParam
 from trainables.losses import pretext_classification
 from trainables.methods.base import SSLMethod
 
@@ -31,23 +31,23 @@ class RelativePatchLocation(SSLMethod):
     name = "relative_patch"
     source = "001_a60f3e13f8331ac6.txt (Predicting Image Patch Locations)"
     hyperparameters = MappingProxyType({
-        "patch_size": HParam("int", 8, "side of each patch in pixels", low=2),
-        "gap": HParam("int", 2, "pixels between neighbouring grid cells", low=0),
-        "jitter": HParam("int", 1, "largest random shift of each patch, in pixels", low=0),
-        "head_hidden_dim": HParam("int", 256, "hidden width of the position classifier",
-                                  low=1),
+        "patch_size": Hyperparameter("int", 8, "side of each patch in pixels", low=2),
+        "gap": Hyperparameter("int", 2, "pixels between neighbouring grid cells", low=0),
+        "jitter": Hyperparameter("int", 1, "largest random shift of each patch, in pixels", low=0),
+        "head_hidden_dim": Hyperparameter("int", 256, "hidden width of the position classifier",
+                                          low=1),
     })
 
     def build(self) -> None:
         self.classifier = classifier_mlp(
-            2 * self.feature_dim, self.hparams["head_hidden_dim"], len(NEIGHBOURS)
+            2 * self.feature_dim, self.values["head_hidden_dim"], len(NEIGHBOURS)
         )
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
         x = augment(batch, policy, generator)
-        size, gap, jitter = (self.hparams[k] for k in ("patch_size", "gap", "jitter"))
+        size, gap, jitter = (self.values[k] for k in ("patch_size", "gap", "jitter"))
         n, device = x.shape[0], x.device
         span = 3 * size + 2 * gap + 2 * jitter
         top, left = random_offsets(n, x.shape[2] - span, generator, device)

@@ -18,9 +18,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, rotations
 from trainables.heads import classifier_mlp
-from trainables.hparams import HParam
 from trainables.losses import pretext_classification
 from trainables.methods.base import SSLMethod
 
@@ -29,24 +29,26 @@ class RotNet(SSLMethod):
     name = "rotnet"
     source = "003_c80d734d47a8bbd6.txt (RotNet pre-training)"
     hyperparameters = MappingProxyType({
-        "num_rotations": HParam("choice", 4, "rotations per image: 2, 4 or 8",
-                                choices=(2, 4, 8)),
-        "head_hidden_dim": HParam("int", 256, "hidden width of the rotation classifier", low=1),
+        "num_rotations": Hyperparameter("choice", 4, "rotations per image: 2, 4 or 8",
+                                        choices=(2, 4, 8)),
+        "head_hidden_dim": Hyperparameter(
+            "int", 256, "hidden width of the rotation classifier", low=1
+        ),
     })
 
     def build(self) -> None:
         self.classifier = classifier_mlp(
-            self.feature_dim, self.hparams["head_hidden_dim"], self.hparams["num_rotations"]
+            self.feature_dim, self.values["head_hidden_dim"], self.values["num_rotations"]
         )
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
-        return [rotations(augment(batch, policy, generator), self.hparams["num_rotations"])]
+        return [rotations(augment(batch, policy, generator), self.values["num_rotations"])]
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         rotated = views[0]
-        count = self.hparams["num_rotations"]
+        count = self.values["num_rotations"]
         # Rotation-major layout: the label is the block an example sits in.
         labels = torch.arange(count, device=rotated.device).repeat_interleave(
             rotated.shape[0] // count

@@ -15,8 +15,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.heads import projection_mlp
-from trainables.hparams import HParam
 from trainables.losses import nt_xent
 from trainables.methods.base import SSLMethod
 
@@ -25,14 +25,16 @@ class SimCLR(SSLMethod):
     name = "simclr"
     source = "001_a60f3e13f8331ac6.txt (Algorithm 1, NT-Xent)"
     hyperparameters = MappingProxyType({
-        "temperature": HParam("float", 0.2, "NT-Xent temperature tau", low=0.0, low_open=True),
-        "proj_hidden_dim": HParam("int", 512, "hidden width of the projection MLP", low=1),
-        "proj_dim": HParam("int", 128, "output width of the projection MLP", low=1),
+        "temperature": Hyperparameter(
+            "float", 0.2, "NT-Xent temperature tau", low=0.0, low_open=True
+        ),
+        "proj_hidden_dim": Hyperparameter("int", 512, "hidden width of the projection MLP", low=1),
+        "proj_dim": Hyperparameter("int", 128, "output width of the projection MLP", low=1),
     })
 
     def build(self) -> None:
         self.projector = projection_mlp(
-            self.feature_dim, self.hparams["proj_hidden_dim"], self.hparams["proj_dim"]
+            self.feature_dim, self.values["proj_hidden_dim"], self.values["proj_dim"]
         )
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
@@ -42,4 +44,4 @@ class SimCLR(SSLMethod):
         z1, z2 = z.chunk(2)
         # Negatives come from every worker: the gathered batch is the global batch, and the
         # gather carries gradients back to the worker that produced each projection.
-        return nt_xent(self.comm.gather(z1), self.comm.gather(z2), self.hparams["temperature"])
+        return nt_xent(self.comm.gather(z1), self.comm.gather(z2), self.values["temperature"])

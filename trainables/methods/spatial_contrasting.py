@@ -22,9 +22,9 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, random_patches
 from trainables.backbones import pool
-from trainables.hparams import HParam
 from trainables.losses import spatial_contrasting
 from trainables.methods.base import SSLMethod
 
@@ -38,12 +38,12 @@ class SpatialContrasting(SSLMethod):
     name = "spatial_contrasting"
     source = "002_a5cbedfbf1372821.txt (eq. 1-2)"
     hyperparameters = MappingProxyType({
-        "temperature": HParam(
+        "temperature": Hyperparameter(
             "float", 1.0, "divides the L2 distances (1 reproduces the paper)",
             low=0.0, low_open=True,
         ),
-        "patch_size": HParam("int", 16, "side of each square patch in pixels", low=2),
-        "layers": HParam(
+        "patch_size": Hyperparameter("int", 16, "side of each square patch in pixels", low=2),
+        "layers": Hyperparameter(
             "choice", "last", "encoder stages whose features are contrasted",
             choices=tuple(LAYER_CHOICES),
         ),
@@ -52,16 +52,16 @@ class SpatialContrasting(SSLMethod):
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
     ) -> list[Tensor]:
-        size = self.hparams["patch_size"]
+        size = self.values["patch_size"]
         return [random_patches(augment(batch, policy, generator), size, generator)
                 for _ in range(2)]
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         first, second = views
         n = first.shape[0]
-        stages = LAYER_CHOICES[self.hparams["layers"]]
+        stages = LAYER_CHOICES[self.values["layers"]]
         if len(self.encoder.stages) < len(stages):
-            raise ValueError(f"layers {self.hparams['layers']!r} needs {len(stages)} encoder "
+            raise ValueError(f"layers {self.values['layers']!r} needs {len(stages)} encoder "
                              f"stages, the backbone has {len(self.encoder.stages)}")
         # One encoder pass for both patches, so BatchNorm normalises them together.
         maps = self.encoder.feature_maps(torch.cat([first, second]))
@@ -70,6 +70,6 @@ class SpatialContrasting(SSLMethod):
         for stage in stages:
             f1, f2 = pool(maps[stage]).chunk(2)
             losses.append(spatial_contrasting(
-                f1, self.comm.gather(f2), positives, self.hparams["temperature"]
+                f1, self.comm.gather(f2), positives, self.values["temperature"]
             ))
         return torch.stack(losses).mean()

@@ -1,7 +1,9 @@
 """Declarations of hyperparameters: their type, default and the domain they may take.
 
-This module is plain Python (no torch) so that config validation and the search-space
-checks can reason about a method's hyperparameters without building a network.
+Plain Python, at the bottom of the layers: methods declare their hyperparameters with
+:class:`Hyperparameter`, the search-space checks and the config validation reason about
+them without building a network, and :func:`resolve_hyperparameters` turns given values
+into checked ones once, at a trial's entry point.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Literal
 
 Kind = Literal["float", "int", "bool", "choice"]
 
 
 @dataclass(frozen=True)
-class HParam:
+class Hyperparameter:
     """One hyperparameter: default value and the domain that makes sense for it.
 
     ``low``/``high`` bound numeric values; ``low_open``/``high_open`` exclude the bound
@@ -73,21 +74,8 @@ class HParam:
         )
 
 
-#: Hyperparameters of the generic training loop, shared by every method.
-TRAINING_HPARAMS: Mapping[str, HParam] = MappingProxyType({
-    "lr": HParam(
-        "float", 1e-3, "peak learning rate of the cosine schedule", low=0.0, low_open=True
-    ),
-    "weight_decay": HParam("float", 1e-5, "decoupled weight decay", low=0.0),
-    "batch_size": HParam("int", 256, "images per optimisation step (before views)", low=2),
-    "aug_strength": HParam(
-        "float", 0.5, "SimCLR-style augmentation strength s (jitter 0.8s, crop scale)", 0.0, 1.0
-    ),
-})
-
-
-def resolve(
-    declared: Mapping[str, HParam], given: Mapping[str, Any], *, owner: str
+def resolve_hyperparameters(
+    declared: Mapping[str, Hyperparameter], given: Mapping[str, Any], *, owner: str
 ) -> dict[str, Any]:
     """Merge ``given`` values over the declared defaults, checking names and domains."""
     unknown = sorted(set(given) - set(declared))

@@ -1,0 +1,155 @@
+"""Input checks that run before anything is written or started, Ray included: the
+tracking store, the study directory, the dataset and the batch sizes it must hold.
+
+Each failure is a ``ConfigError`` naming the key or flag and what is allowed. Probing a
+directory creates and removes a temporary one, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from search_spaces import SearchSpace
+from study.config import ConfigError, StudyConfig
+from tracking.errors import TrackingError
+from tracking.runs import is_deleted_experiment
+from tracking.server import check_tracking_server
+from tracking.uris import is_server, resolve_tracking_uri, sqlite_path
+from trainables.data import DatasetError, DataSpec, ImageDataset, load_dataset
+from trainables.hyperparameters import declared_hyperparameters
+
+
+def check_creatable_dir(field: str, path: Path) -> None:
+    """``path`` exists as a writable directory or can be created: its nearest existing
+    ancestor must let a directory be made in it (tried, then removed), which also catches
+    file systems that refuse writes whatever the permission bits say (``/proc``, a
+    read-only mount, running as root)."""
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{field}: {str(ancestor)!r} is not a directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=".sslstudy-probe-", dir=ancestor)
+    except OSError as exc:
+        raise ConfigError(
+            f"{field}: cannot create directories in {str(ancestor)!r} ({exc.strerror})"
+        ) from None
+    os.rmdir(probe)
+
+
+def check_tracking_uri(uri: str) -> str:
+    """The URI made absolute; a tracking server must answer and a SQLite file's directory
+    must be creatable."""
+    resolved = resolve_tracking_uri(uri)
+    database = sqlite_path(resolved)
+    if is_server(resolved):
+        try:
+            check_tracking_server(resolved)
+        except TrackingError as exc:
+            raise ConfigError(str(exc)) from None
+    elif database is not None:
+        if database.exists() and not database.is_file():
+            raise ConfigError(f"tracking.tracking_uri: {str(database)!r} is not a file")
+        check_creatable_dir("tracking.tracking_uri", database.parent)
+    elif not resolved.startswith(("postgresql", "mysql", "databricks")):
+        raise ConfigError(
+            f"tracking.tracking_uri: unsupported {uri!r}; use sqlite:///FILE.db locally or "
+            "http(s)://HOST:PORT for a tracking server (the file store is deprecated)"
+        )
+    return resolved
+
+
+def check_experiment(uri: str, experiment: str) -> None:
+    """A deleted experiment keeps its name reserved; logging into it would hide every run
+    in the UI."""
+    if is_deleted_experiment(uri, experiment):
+        raise ConfigError(
+            f"tracking.experiment: {experiment!r} was deleted in MLflow; restore it "
+            "(mlflow experiments restore) or remove it for good (mlflow gc), or choose "
+            "another name"
+        )
+
+
+def prepare_sqlite_dir(uri: str) -> None:
+    """Create the SQLite file's directory (after every check has passed)."""
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+
+
+def check_address(address: str | None) -> None:
+    """A ``HOST:PORT`` Ray address must accept connections: ``ray.init`` would otherwise
+    retry for minutes before failing."""
+    if address is None or address == "auto" or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address: expected auto or HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"--address: no Ray cluster answers at {address} ({exc})") from None
+
+
+def load_study_dataset(config: StudyConfig) -> ImageDataset:
+    data = config.data
+    spec = DataSpec(
+        name=data.dataset,
+        data_dir=data.data_dir,
+        download=data.download,
+        image_size=data.image_size,
+        num_train=data.num_train,
+        num_test=data.num_test,
+        seed=config.seed,
+    )
+    try:
+        return load_dataset(spec)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _batch_sizes(space: SearchSpace, default: int) -> tuple[int, list[int]]:
+    """(the largest batch size a space can propose, numbers that must all be multiples of
+    the workers for every proposal to split evenly): the choices, the fixed value, or an
+    int range's low end and step."""
+    spec = space.params.get("batch_size")
+    if spec is None:
+        fixed = int(space.fixed.get("batch_size", default))
+        return fixed, [fixed]
+    if spec.type == "categorical":
+        choices = [int(c) for c in spec.choices]
+        return max(choices), choices
+    return int(spec.high), [int(spec.low), int(spec.step or 1)]
+
+
+def check_batch_sizes(
+    spaces: Mapping[str, SearchSpace], dataset: ImageDataset, workers: int
+) -> None:
+    """Every batch size a search can propose fits in the pretraining images and splits
+    evenly over a trial's ``workers``."""
+    for method, space in spaces.items():
+        field = f"methods.{method}.space.batch_size"
+        default = declared_hyperparameters(method)["batch_size"].default
+        largest, multiples = _batch_sizes(space, default)
+        check_batch_size(field, largest, dataset)
+        uneven = [b for b in multiples if b % workers]
+        if uneven:
+            raise ConfigError(
+                f"{field}: {uneven[0]} does not split evenly over resources.workers_per_trial "
+                f"({workers}); use multiples of {workers}"
+            )
+
+
+def check_batch_size(field: str, batch_size: int, dataset: ImageDataset) -> None:
+    if batch_size > len(dataset):
+        raise ConfigError(
+            f"{field}: {batch_size} exceeds the {len(dataset)} pretraining images "
+            f"of {dataset.name!r}"
+        )

@@ -1,0 +1,382 @@
+"""The search machinery: for each method (or once across methods), a Ray Tune Tuner
+driven by Optuna's TPE through ``OptunaSearch`` and early-stopped by ASHA, every trial
+recorded in MLflow.
+
+Optuna pruners do not act through ``OptunaSearch``; early stopping is therefore the
+scheduler's job. All trials of a study share one seed (common random numbers): they
+start from the same initialisation and see the same data order, so differences between
+trials come from the hyperparameters, which is what a sensitivity analysis needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
+from search_spaces.distributions import DefineByRun, to_optuna
+from study.cluster import trial_resources
+from study.config import StudyConfig
+from study.settings import optuna_storage_url, study_root, trial_settings
+from tracking.runs import (
+    TrackingTarget,
+    close_orphaned_runs,
+    close_trial_run,
+    trial_failure_reason,
+)
+from trainables.trainable import DatasetHandle, cross_method_trial, tune_trial
+
+logger = logging.getLogger(__name__)
+#: The Tuner (and Optuna study suffix) of a cross-method search.
+CROSS_METHOD = "cross_method"
+
+
+def _format_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class TrialProgress(tune.Callback):
+    """One log line per reported result: method, trial, budget, key hyperparameters and
+    the latest metric, so a user sees a study converge (or not) while it runs."""
+
+    def __init__(
+        self,
+        spaces: Mapping[str, SearchSpace],
+        metric: str,
+        max_epochs: int,
+        cross: CrossMethodSpace | None = None,
+    ) -> None:
+        self.spaces, self.metric, self.max_epochs, self.cross = spaces, metric, max_epochs, cross
+
+    def _describe(self, config: Mapping[str, Any]) -> tuple[str, SearchSpace, dict[str, Any]]:
+        if self.cross is not None:
+            method, own = self.cross.split(config)
+        else:
+            (method,), own = self.spaces, config
+        space = self.spaces[method]
+        return method, space, space.decode(own)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        method, space, params = self._describe(trial.config)
+        shown = " ".join(f"{k}={_format_value(params[k])}" for k in space.params)
+        logger.info(
+            "%s %s epoch %d/%d  %s  loss=%.4f %s=%.4f",
+            method,
+            trial.trial_id,
+            int(result.get("epoch", 0)),
+            self.max_epochs,
+            shown,
+            result.get("loss", math.nan),
+            self.metric,
+            result.get(self.metric, math.nan),
+        )
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        method = self._describe(trial.config)[0]
+        logger.warning("%s %s failed: %s", method, trial.trial_id, _error_text(trial))
+
+
+def _error_text(trial: Any) -> str:
+    error = trial.get_error()
+    text = str(error) if error is not None else "unknown error"
+    # Ray wraps the trial's exception; its last line carries the original message.
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+class LinkedOptunaSearch(OptunaSearch):
+    """OptunaSearch that links each Optuna trial to its Tune trial and MLflow run (user
+    attribute ``tune_trial_id``) and records why a failed trial failed (``failure_reason``,
+    read from the MLflow run, where the trial wrote it before raising)."""
+
+    def __init__(self, *args: Any, target: TrackingTarget, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._target = target
+
+    def suggest(self, trial_id: str) -> dict | None:
+        suggestion = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
+        return suggestion
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_trials[trial_id].set_user_attr("failure_reason", self._reason(trial_id))
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _reason(self, trial_id: str) -> str:
+        return (trial_failure_reason(self._target, trial_id)
+                or "the trial's process died; see the Ray logs")
+
+
+class CloseTrialRuns(tune.Callback):
+    """Give every trial's MLflow run its final status, including trials that ASHA stopped
+    (their function never returns) and trials whose worker died."""
+
+    def __init__(self, target: TrackingTarget, max_epochs: int) -> None:
+        self.target, self.max_epochs = target, max_epochs
+
+    def _budget(self, trial: Any) -> int | None:
+        epoch = (trial.last_result or {}).get("epoch")
+        return None if epoch is None else int(epoch)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        close_trial_run(self.target, trial.trial_id, self._budget(trial), self.max_epochs, None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        close_trial_run(
+            self.target, trial.trial_id, self._budget(trial), self.max_epochs, _error_text(trial)
+        )
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    method: str
+    trials: int
+    completed: int
+    stopped_early: int
+    failed: int
+    best_value: float | None
+    best_params: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "trials": self.trials,
+            "completed": self.completed,
+            "stopped_early": self.stopped_early,
+            "failed": self.failed,
+            "best_value": self.best_value,
+            "best_params": dict(self.best_params),
+        }
+
+
+def _sampler(config: StudyConfig) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():
+        # multivariate TPE is flagged experimental but is the right model for coupled
+        # hyperparameters such as temperature and batch size.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            multivariate=True, seed=config.seed, n_startup_trials=config.search.n_startup_trials
+        )
+
+
+def _summarise(
+    results: list[tune.Result],
+    method: str,
+    decode: Callable[[Mapping[str, Any]], dict[str, Any]],
+    config: StudyConfig,
+) -> MethodOutcome:
+    """Counts and the best configuration (last reported value) of one method's trials;
+    ``decode`` maps a trial's config to the method's hyperparameters."""
+    completed = stopped = failed = 0
+    best_value, best_params = None, {}
+    sign = 1.0 if config.search.mode == "max" else -1.0
+    for result in results:
+        metrics = result.metrics or {}
+        if result.error is not None:
+            failed += 1
+            continue
+        if int(metrics.get("epoch", 0)) >= config.train.epochs:
+            completed += 1
+        else:
+            stopped += 1
+        value = metrics.get(config.search.metric)
+        if value is not None and (best_value is None or sign * value > sign * best_value):
+            best_value, best_params = float(value), decode(result.config)
+    return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
+
+
+def _orphaned_optuna_trials(config: StudyConfig, study_name: str) -> int:
+    """Mark Optuna trials still RUNNING after the Tuner finished as failed.
+
+    They can only come from a driver that died between asking Optuna for a suggestion and
+    saving the searcher's state; no Tune trial will ever report them.
+    """
+    study = optuna.load_study(
+        study_name=f"{config.name}-{study_name}", storage=optuna_storage_url(config)
+    )
+    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for trial in orphans:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)
+
+
+def run_method(
+    config: StudyConfig,
+    method: str,
+    space: SearchSpace,
+    data: DatasetHandle,
+    target: TrackingTarget,
+    max_concurrent: int,
+    resume: bool = False,
+) -> MethodOutcome:
+    """One method's search: a Tuner named after the method, an Optuna study
+    ``<study>-<method>``."""
+    settings = trial_settings(config, method, space, target)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, settings=settings, data=data),
+        trial_resources(config.resources),
+    )
+    progress = TrialProgress({method: space}, config.search.metric, config.train.epochs)
+    results = _fit(config, method, trainable, to_optuna(space), progress, target,
+                   max_concurrent, resume, searching=", ".join(space.params))
+    outcome = _summarise(results, method, space.decode, config)
+    _close_orphans(config, method, [method], target)
+    _log_outcome(config, outcome)
+    return outcome
+
+
+def run_cross_method(
+    config: StudyConfig,
+    spaces: Mapping[str, SearchSpace],
+    data: DatasetHandle,
+    target: TrackingTarget,
+    max_concurrent: int,
+    resume: bool = False,
+) -> list[MethodOutcome]:
+    """One search over every method of the study (``search.cross_method``): the method is
+    a categorical choice with conditional parameters (Optuna's define-by-run space), so
+    TPE spends trials on the methods that score well; ``search.num_samples`` counts the
+    trials of the whole search. Each trial is an ordinary trial of its method (same
+    MLflow run, tags and checkpoints), so the analysis needs no special case."""
+    cross = CrossMethodSpace(spaces)
+    settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(cross_method_trial, settings_by_method=settings, space=cross,
+                             data=data),
+        trial_resources(config.resources),
+    )
+    progress = TrialProgress(spaces, config.search.metric, config.train.epochs, cross)
+    searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
+    results = _fit(config, CROSS_METHOD, trainable, DefineByRun(cross), progress, target,
+                   max_concurrent, resume, searching)
+    outcomes = []
+    for method, space in spaces.items():
+        mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
+        outcome = _summarise(mine, method, lambda c, s=space: s.decode(cross.split(c)[1]),
+                             config)
+        _log_outcome(config, outcome)
+        outcomes.append(outcome)
+    _close_orphans(config, CROSS_METHOD, list(spaces), target)
+    return outcomes
+
+
+def _fit(
+    config: StudyConfig,
+    name: str,
+    trainable: Any,
+    optuna_space: Any,
+    progress: TrialProgress,
+    target: TrackingTarget,
+    max_concurrent: int,
+    resume: bool,
+    searching: str,
+) -> list[tune.Result]:
+    """Run (or resume) the Tuner ``name`` with its Optuna study ``<study>-<name>``."""
+    # Keeping only the last checkpoints forces an experiment snapshot whenever one is
+    # deleted; Ray warns about that on every small trial, which is expected here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Save the experiment state (trials and searcher) often, so that a study whose driver
+    # dies resumes close to where it was.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    experiment_path = study_root(config) / name
+    if resume and tune.Tuner.can_restore(str(experiment_path)):
+        logger.info("%s: resuming from %s", name, experiment_path)
+        tuner = tune.Tuner.restore(
+            str(experiment_path), trainable=trainable, resume_unfinished=True,
+            resume_errored=False, restart_errored=False,
+        )
+    else:
+        tuner = _new_tuner(config, name, optuna_space, trainable, progress, target,
+                           max_concurrent)
+        logger.info("%s: %d trials, at most %d at a time, searching %s", name,
+                    config.search.num_samples, max_concurrent, searching)
+    return list(tuner.fit())
+
+
+def _close_orphans(
+    config: StudyConfig, name: str, methods: list[str], target: TrackingTarget
+) -> None:
+    orphans = _orphaned_optuna_trials(config, name)
+    orphan_runs = sum(close_orphaned_runs(target, method) for method in methods)
+    if orphans or orphan_runs:
+        logger.info(
+            "%s: closed %d Optuna trial(s) and %d MLflow run(s) that a dead driver started "
+            "without recording them", name, orphans, orphan_runs,
+        )
+
+
+def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
+    logger.info(
+        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
+        outcome.method,
+        outcome.completed,
+        outcome.stopped_early,
+        outcome.failed,
+        config.search.metric,
+        "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
+    )
+
+
+def _new_tuner(
+    config: StudyConfig,
+    name: str,
+    optuna_space: Any,
+    trainable: Any,
+    progress: TrialProgress,
+    target: TrackingTarget,
+    max_concurrent: int,
+) -> tune.Tuner:
+    search = config.search
+    searcher = LinkedOptunaSearch(
+        space=optuna_space,
+        metric=search.metric,
+        mode=search.mode,
+        sampler=_sampler(config),
+        study_name=f"{config.name}-{name}",
+        storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
+        target=target,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=config.train.epochs,
+        grace_period=search.grace_period,
+        reduction_factor=search.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric=search.metric,
+            mode=search.mode,
+            num_samples=search.num_samples,
+            max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(study_root(config)),
+            failure_config=tune.FailureConfig(
+                # Multi-worker trials retry inside Ray Train; Tune retries single ones.
+                max_failures=search.max_failures if config.resources.workers_per_trial == 1
+                else 0,
+                fail_fast=False,
+            ),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[progress, CloseTrialRuns(target, config.train.epochs)],
+            verbose=0,
+        ),
+    )

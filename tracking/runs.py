@@ -1,0 +1,253 @@
+"""The lifecycle of a study's runs: one parent run per study, one child run per trial.
+
+Everything goes through an explicit ``MlflowClient`` rather than ``mlflow.start_run``'s
+process-global active run, so several trials in one process, or a trial and the driver,
+cannot write into each other's runs. A trial's run id travels with its checkpoints so
+that a resumed trial continues its run instead of forking a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tracking import schema
+from tracking.uris import artifact_location, sqlite_path
+
+logger = logging.getLogger(__name__)
+
+#: MLflow keeps a failure reason in a tag; longer texts are cut.
+_MAX_REASON = 5000
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where trial runs go; plain data so that it can be shipped to Ray workers."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str | None = None
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class TrialRun:
+    """The MLflow run of one trial (or of one ``sslstudy train`` invocation): open one
+    with :meth:`create`, continue one with :meth:`resume`, or log into another process's
+    with :meth:`attach`."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    @classmethod
+    def create(
+        cls,
+        target: TrackingTarget,
+        *,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+    ) -> TrialRun:
+        """A new run under the study's parent run, status ``running``, with its params."""
+        client = MlflowClient(target.tracking_uri)
+        all_tags = {**tags, schema.TAG_STATUS: schema.RUNNING}
+        if target.parent_run_id:
+            all_tags[schema.TAG_PARENT_RUN] = target.parent_run_id
+        run_id = client.create_run(target.experiment_id, run_name=name, tags=all_tags).info.run_id
+        for chunk in _chunks([Param(k, str(v)) for k, v in params.items()], 100):
+            client.log_batch(run_id, params=chunk)
+        return cls(client, run_id)
+
+    @classmethod
+    def resume(cls, target: TrackingTarget, run_id: str) -> TrialRun:
+        """Continue a retried or resumed trial's run; an earlier attempt may have marked
+        it failed."""
+        client = MlflowClient(target.tracking_uri)
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, schema.TAG_STATUS, schema.RUNNING)
+        return cls(client, run_id)
+
+    @classmethod
+    def attach(cls, target: TrackingTarget, run_id: str) -> TrialRun:
+        """Log into a run another process opened and will close (a data-parallel worker
+        logging into its coordinator's run)."""
+        return cls(MlflowClient(target.tracking_uri), run_id)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def log_result(
+        self, metrics: Mapping[str, float], step: int, artifacts: Mapping[str, bytes]
+    ) -> None:
+        """Metrics at ``step`` (the budget so far) and any files (relative path to
+        content) of that step."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch,
+                              tags=[RunTag(schema.TAG_BUDGET, str(step))])
+        for relative, content in artifacts.items():
+            path = PurePosixPath(relative)
+            with tempfile.TemporaryDirectory() as directory:
+                local = Path(directory) / path.name
+                local.write_bytes(content)
+                parent = str(path.parent)
+                self.client.log_artifact(self.run_id, str(local),
+                                         artifact_path=None if parent == "." else parent)
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        tags = [RunTag(schema.TAG_STATUS, status)]
+        if reason:
+            tags.append(RunTag(schema.TAG_FAILURE_REASON, reason[:_MAX_REASON]))
+        self.client.log_batch(self.run_id, tags=tags)
+        self.client.set_terminated(self.run_id,
+                                   "FAILED" if status == schema.FAILED else "FINISHED")
+
+
+def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    client = MlflowClient(tracking_uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+
+
+def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
+    """Whether ``name`` is an experiment deleted in MLflow (its name stays reserved, and
+    runs logged into it are hidden in the UI). A SQLite store that does not exist yet is
+    not opened (that would create it)."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        return False
+    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    return found is not None and found.lifecycle_stage == "deleted"
+
+
+def start_study_run(
+    tracking_uri: str,
+    experiment: str,
+    study_name: str,
+    resolved_config: Mapping[str, Any],
+    search_spaces: Mapping[str, Mapping[str, Any]],
+    objective: tuple[str, str],
+) -> TrackingTarget:
+    """Create (or reuse) the experiment and open the study's parent run, with the resolved
+    config and the search spaces as artifacts; the analysis reads the spaces back to know
+    each parameter's scale. ``objective`` is the (metric, mode) the study optimises."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = get_or_create_experiment(tracking_uri, experiment)
+    metric, mode = objective
+    run = client.create_run(experiment_id, run_name=study_name, tags={
+        schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: study_name,
+        schema.TAG_STUDY_METRIC: metric, schema.TAG_STUDY_MODE: mode,
+    })
+    run_id = run.info.run_id
+    client.log_dict(run_id, dict(resolved_config), schema.RESOLVED_CONFIG)
+    client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str),
+                    schema.SEARCH_SPACES)
+    return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def reopen_study_run(target: TrackingTarget) -> None:
+    """A resumed study continues its parent run."""
+    assert target.parent_run_id is not None
+    MlflowClient(target.tracking_uri).update_run(target.parent_run_id, status="RUNNING")
+
+
+def end_study_run(target: TrackingTarget, summary: Mapping[str, Any], failed: bool) -> None:
+    client = MlflowClient(target.tracking_uri)
+    assert target.parent_run_id is not None
+    client.log_dict(target.parent_run_id, dict(summary), schema.SUMMARY)
+    client.set_terminated(target.parent_run_id, "FAILED" if failed else "FINISHED")
+
+
+def find_trial_run(target: TrackingTarget, trial_id: str) -> str | None:
+    """The child run of ``trial_id`` under this study's parent run, if one was created."""
+    client = MlflowClient(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=(
+            f"tags.{schema.TAG_TRIAL_ID} = '{trial_id}' and "
+            f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def trial_failure_reason(target: TrackingTarget, trial_id: str) -> str | None:
+    """The reason a trial's process recorded before it failed, if it could."""
+    run_id = find_trial_run(target, trial_id)
+    if run_id is None:
+        return None
+    tags = MlflowClient(target.tracking_uri).get_run(run_id).data.tags
+    return tags.get(schema.TAG_FAILURE_REASON) or None
+
+
+def close_orphaned_runs(target: TrackingTarget, method: str) -> int:
+    """Close the child runs of ``method`` still running after its Tuner finished.
+
+    Tune closes every trial it knows, so such a run belongs to a trial that a dead driver
+    started but never saved in its experiment state: no trial will ever finish it.
+    """
+    client = MlflowClient(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=(
+            f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}' and "
+            f"tags.{schema.TAG_METHOD} = '{method}' and attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in runs:
+        client.log_batch(run.info.run_id, tags=[
+            RunTag(schema.TAG_STATUS, schema.ORPHANED),
+            RunTag(schema.TAG_FAILURE_REASON, "the driver died before recording this trial; "
+                                              "the resumed study continued without it"),
+        ])
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(runs)
+
+
+def close_trial_run(
+    target: TrackingTarget, trial_id: str, budget: int | None, max_budget: int, error: str | None
+) -> None:
+    """Give a trial's run its final status once Tune is done with the trial; Tune's view
+    is authoritative.
+
+    A trial that Tune stopped early (ASHA) never returns from its function, so its run is
+    closed here. A trial Tune saw complete is completed or stopped early by its budget,
+    even if its process recorded a failure while being torn down (a multi-worker trial's
+    trainer dies with the trial's placement group). A trial Tune saw fail keeps the reason
+    its process recorded, or gets Tune's.
+    """
+    run_id = find_trial_run(target, trial_id)
+    if run_id is None:
+        logger.warning("trial %s ended before its MLflow run was created", trial_id)
+        return
+    client = MlflowClient(target.tracking_uri)
+    run = client.get_run(run_id)
+    if error is not None:
+        if run.data.tags.get(schema.TAG_STATUS) == schema.FAILED:
+            return
+        client.log_batch(run_id, tags=[RunTag(schema.TAG_STATUS, schema.FAILED),
+                                       RunTag(schema.TAG_FAILURE_REASON, error[:_MAX_REASON])])
+        client.set_terminated(run_id, "FAILED")
+        return
+    status = schema.COMPLETED if budget is not None and budget >= max_budget \
+        else schema.STOPPED_EARLY
+    client.set_tag(run_id, schema.TAG_STATUS, status)
+    if schema.TAG_FAILURE_REASON in run.data.tags:
+        client.delete_tag(run_id, schema.TAG_FAILURE_REASON)
+    client.set_terminated(run_id, "FINISHED")

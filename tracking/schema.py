@@ -1,0 +1,63 @@
+"""The names under which a study is recorded in MLflow.
+
+Trials write these; ``sslstudy analyze`` and the MLflow UI read them. Runs of other tools
+lack most of them and the analysis infers what it needs (see ``analysis.runs``). Params
+are the trial's hyperparameters under their plain names (``search_spaces`` declares
+them), nothing else.
+"""
+
+from __future__ import annotations
+
+# Tags of a trial's run.
+TAG_METHOD = "method"
+TAG_DATASET = "dataset"
+TAG_BACKBONE = "backbone"
+TAG_STUDY = "study"
+#: The Ray Tune trial id; ``local`` for a run of ``sslstudy train``.
+TAG_TRIAL_ID = "trial_id"
+#: One of the run statuses below.
+TAG_STATUS = "status"
+TAG_FAILURE_REASON = "failure_reason"
+#: The last epoch the trial logged, updated at every epoch.
+TAG_BUDGET = "budget"
+#: The full budget (train.epochs) of the study.
+TAG_MAX_BUDGET = "max_budget"
+#: The Ray node that ran (or resumed) the trial.
+TAG_RAY_NODE = "ray_node"
+#: MLflow's own link from a child run to its parent.
+TAG_PARENT_RUN = "mlflow.parentRunId"
+
+# Tags of a study's parent run.
+TAG_ROLE = "sslstudy.role"
+ROLE_STUDY = "study"
+#: What the study optimised: the analysis reports on it unless told otherwise.
+TAG_STUDY_METRIC = "sslstudy.metric"
+TAG_STUDY_MODE = "sslstudy.mode"
+
+# Run statuses (tag ``status``).
+RUNNING = "running"
+COMPLETED = "completed"
+STOPPED_EARLY = "stopped_early"
+FAILED = "failed"
+#: A run whose trial a dead driver never recorded; the resumed study has no such trial.
+ORPHANED = "orphaned"
+#: Statuses a finished trial can end with.
+FINAL_STATUSES = (COMPLETED, STOPPED_EARLY, FAILED, ORPHANED)
+
+# Metrics, logged at step = epoch.
+EPOCH = "epoch"
+LOSS = "loss"
+IMAGES_PER_SEC = "images_per_sec"
+#: The learning rate of the schedule at the end of the epoch.
+LR = "lr"
+KNN_ACC = "knn_acc"
+LINEAR_ACC = "linear_acc"
+MLP_ACC = "mlp_acc"
+#: The evaluations a search may optimise, with the probe setting each needs at every
+#: evaluation (None: always computed).
+SEARCH_METRICS = {KNN_ACC: None, LINEAR_ACC: "linear_probe", MLP_ACC: "mlp_probe"}
+
+# Artifacts of a study's parent run.
+RESOLVED_CONFIG = "resolved_config.yaml"
+SEARCH_SPACES = "search_spaces.json"
+SUMMARY = "summary.json"

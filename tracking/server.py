@@ -1,0 +1,111 @@
+"""The MLflow tracking server for clusters, and the check that it answers.
+
+On a cluster, trials run on worker nodes and log over HTTP to one tracking server, which
+stores runs in SQLite (or PostgreSQL) and proxies artifacts, so workers need no access to
+the server's disk. It binds to loopback unless told otherwise.
+
+``mlflow server`` is a tree of processes (uvicorn, a job runner, huey consumers); the
+server runs in a process group of its own and is stopped as a group, so that Ctrl-C or
+SIGTERM leaves nothing listening behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from tracking.errors import TrackingError
+
+#: How long the server's processes get to exit after SIGTERM before they are killed.
+STOP_TIMEOUT_S = 10.0
+
+
+def server_command(
+    backend_store_uri: str,
+    artifacts_destination: str,
+    host: str,
+    port: int,
+    allowed_hosts: Sequence[str],
+) -> list[str]:
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    command = [
+        mlflow, "server",
+        "--backend-store-uri", backend_store_uri,
+        "--artifacts-destination", artifacts_destination,
+        "--serve-artifacts",
+        "--host", host,
+        "--port", str(port),
+    ]
+    if allowed_hosts:
+        command += ["--allowed-hosts", ",".join(allowed_hosts)]
+    return command
+
+
+def start_server(command: list[str], **popen_options: object) -> subprocess.Popen:
+    """Start the server in a new session (its own process group)."""
+    return subprocess.Popen(command, start_new_session=True, **popen_options)  # type: ignore[call-overload]
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop the server's whole process group: SIGTERM, then SIGKILL after ``timeout_s``."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+    # The group's other members (workers) may outlive the leader.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run_server(command: list[str]) -> int:
+    """Run the server in the foreground until it exits or this process is interrupted
+    (SIGINT or SIGTERM); either way its process group is stopped before returning. The
+    exit status is the server's, or 0 after an interruption."""
+    process = start_server(command)
+    interrupted = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = 0
+    finally:
+        stop_server(process)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if interrupted else code
+
+
+def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial starts, when no MLflow server answers at ``uri``."""
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        problem = f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise TrackingError(
+        f"tracking.tracking_uri: no MLflow tracking server answers at {uri} ({problem}); "
+        "start one with `sslstudy tracking-server`"
+    )
