@@ -267,7 +267,10 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Study
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {str(path)!r}: invalid YAML{where}") from None
+        # The safe loader refuses tags that build Python objects (!!python/...).
+        what = ("a YAML tag that is not plain data" if isinstance(exc, yaml.constructor.
+                ConstructorError) else "invalid YAML")
+        raise ConfigError(f"config file {str(path)!r}: {what}{where}") from None
     return parse_config(raw, overrides)
 
 

@@ -3,6 +3,16 @@ builds them, study configs, and a quiet torch."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +61,117 @@ def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",
     defaults, the same seed for the initialisation every time."""
     torch.manual_seed(0)
     return build_method(name, backbone, dataset, resolve_trial(name, given).method)
+
+
+#: Every process the test session starts inherits this variable, which is how the suite
+#: finds the ones that outlive it (reparented orphans included).
+SESSION_MARK = "SSLSTUDY_TEST_SESSION"
+
+
+def _marked_processes(mark: str) -> dict[int, str]:
+    """pid -> command line of every live process carrying this session's mark."""
+    needle = f"{SESSION_MARK}={mark}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        found[int(entry.name)] = command.decode(errors="replace")[:160]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_suite() -> Iterator[None]:
+    """Fail the session when a server, cluster or worker a test started is still running
+    30 s after the last test (then kill it, so nothing is left behind)."""
+    if not Path("/proc/self/environ").exists():
+        yield
+        return
+    mark = uuid.uuid4().hex
+    os.environ[SESSION_MARK] = mark
+    yield
+    deadline = time.monotonic() + 30
+    while (left := _marked_processes(mark)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes started by the tests outlived them: {left}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """The pids that still run (zombies count as gone)."""
+    live = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            live.add(pid)
+    return live
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(uri + "/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def tracking_server(tmp: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``sslstudy tracking-server`` on a free loopback port, as a user starts it; stopped
+    with SIGTERM at the end (and its whole session killed if it does not stop)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "study.cli", "tracking-server", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
+         "--artifacts-destination", str(tmp / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while not _healthy(uri):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError("the tracking server did not start")
+            time.sleep(0.5)
+        yield uri, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -92,6 +92,68 @@ CONFIG_CASES = [
     (_with("search.metric", "mlp_acc"), "train.mlp_probe: must be 'every'"),
     (_with("train.mlp_probe", "sometimes"), "train.mlp_probe: Input should be 'final'"),
     (_with("search.cross_method", "perhaps"), "search.cross_method"),
+    # Every key: type, range, contradiction.
+    (_with("name", ".."), "name: String should match pattern"),
+    (_with("name", "../escape"), "name: String should match pattern"),
+    (_with("name", "x" * 101), "name: String should have at most 100 characters"),
+    (_with("seed", -1), "seed: Input should be greater than or equal to 0"),
+    (_with("seed", "zero"), "seed: Input should be a valid integer"),
+    (_with("storage_path", "/proc/sslstudy"), "storage_path: cannot create directories in '/proc'"),
+    (_with("storage_path", ["a", "b"]), "storage_path: Input is not a valid path"),
+    (_with("data", "shapes"), "data: Input should be a valid dictionary"),
+    (_with("data.download", "yes please"), "data.download: Input should be a valid boolean"),
+    (_with("data.image_size", 4), "data.image_size: Input should be greater than or equal to 8"),
+    (_with("data.num_train", 10), "data.num_train: Input should be greater than or equal to 64"),
+    (_with("data.num_test", 1), "data.num_test: Input should be greater than or equal to 16"),
+    (_with("data", {"dataset": "image_folder", "data_dir": "/proc/version"}),
+     "data.data_dir '/proc/version' does not exist or is not a directory"),
+    (_with("train.eval_every", 0), "train.eval_every: Input should be greater than or equal to 1"),
+    (_with("train.optimizer", "adam"), "train.optimizer: Input should be 'adamw' or 'sgd'"),
+    (_with("train.warmup_epochs", -1), "train.warmup_epochs: Input should be greater than"),
+    (_with("train.warmup_epochs", 2), "train.warmup_epochs: must be below epochs (2)"),
+    (_with("train.device", "tpu"), "train.device: Input should be 'auto', 'cpu' or 'cuda'"),
+    (_with("train.knn_k", 0), "train.knn_k: Input should be greater than or equal to 1"),
+    (_with("train.knn_temperature", 0), "train.knn_temperature: Input should be greater than 0"),
+    (_with("train.linear_probe", "sometimes"), "train.linear_probe: Input should be 'final'"),
+    (_with("train.epochs", 100_001), "train.epochs: Input should be less than or equal to"),
+    (_with("search.num_samples", 0), "search.num_samples: Input should be greater than or equal"),
+    (_with("search.max_concurrent", 0), "search.max_concurrent: Input should be greater than"),
+    (_with("search.metric", "top1"), "search.metric: Input should be 'knn_acc'"),
+    (_with("search.mode", "best"), "search.mode: Input should be 'max' or 'min'"),
+    (_with("search.grace_period", 0), "search.grace_period: Input should be greater than"),
+    (_with("search.n_startup_trials", -1), "search.n_startup_trials: Input should be greater"),
+    (_with("search.bogus", 1), "search.bogus: unknown key; allowed: num_samples"),
+    (_with("resources.workers_per_trial", 2000), "resources.workers_per_trial: Input should be"),
+    (_with("resources.gpus_per_worker", -1), "resources.gpus_per_worker: Input should be greater"),
+    (_with("resources", {"workers_per_trial": 3}) | {"methods": {"simclr": {"space": {
+        "batch_size": {"type": "categorical", "choices": [32, 64]}}}}},
+     "methods.simclr.space.batch_size: 32 does not split evenly over "
+     "resources.workers_per_trial (3)"),
+    (_with("resources", {"workers_per_trial": 2}) | {"methods": {"simclr": {"space": {
+        "batch_size": {"type": "int", "low": 16, "high": 64, "step": 3}}}}},
+     "methods.simclr.space.batch_size: 3 does not split evenly"),
+    (_with("resources", {"cpus_per_worker": 100_000}) | {"methods": {"simclr": {"space": {
+        "batch_size": {"type": "categorical", "choices": [32, 64]}}}}},
+     "resources: a worker needs 100000 CPU on one node"),
+    (_with("resources", {"workers_per_trial": 2, "cpus_per_worker": 50_000}) | {
+        "methods": {"simclr": {"space": {"batch_size": {"type": "categorical",
+                                                         "choices": [32, 64]}}}}},
+     "resources: a worker needs 50000 CPU on one node"),
+    (_with("tracking.tracking_uri", "sqlite:////proc/sslstudy/mlflow.db"),
+     "tracking.tracking_uri: cannot create directories in '/proc'"),
+    (_with("tracking.experiment", ""), "tracking.experiment: String should have at least 1"),
+    (_with("tracking", {"uri": "sqlite:///x.db"}), "tracking.uri: unknown key"),
+    (_with("methods", {"simclr": 3}), "methods.simclr: Input should be a valid dictionary"),
+    (_with("methods", ["simclr"]), "methods: Input should be a valid dictionary"),
+    (_with("methods.simclr.space", {"temperature": [0.1, 0.2]}),
+     "methods.simclr.space.temperature: a list is ambiguous"),
+    (_with("methods.simclr.space", {"temperature": {"type": "float", "low": 0.1, "high": 1,
+                                                    "scale": "cubic"}}),
+     "methods.simclr.space.temperature.scale: got 'cubic'"),
+    (_with("methods.simclr.space", {"batch_size": {"type": "float", "low": 2, "high": 8}}),
+     "methods.simclr.space.batch_size.type: float does not fit a int hyperparameter"),
+    (_with("methods.simclr.space", {"temperature": "warm"}),
+     "methods.simclr.space.temperature: value: got 'warm'"),
 ]
 
 
@@ -147,6 +209,16 @@ def _write_base(workdir: Path) -> Path:
         (["search", "{config}", "--address", "nonsense"], "--address: expected auto or HOST:PORT"),
         (["search", "{config}", "--resume"], "--resume: no study to resume"),
         (["tracking-server", "--port", "0"], "--port"),
+        (["tracking-server", "--port", "99999"], "--port: expected a port from 1 to 65535"),
+        (["search", "{config}", "--storage-path", "/proc/sslstudy"],
+         "storage_path: cannot create directories in '/proc'"),
+        (["search", "{config}", "--tracking-uri", "mlruns"], "tracking.tracking_uri: unsupported"),
+        (["search", "{config}", "--experiment", ""], "tracking.experiment: String should have"),
+        (["search", "{config}", "--name", "../up"], "name: String should match pattern"),
+        (["search", "{config}", "--num-samples", "-3"], "--num-samples"),
+        (["train", "{config}", "--param", "=3"], "expected NAME=VALUE"),
+        (["train", "{config}", "--param", "lr=[1"], "cannot parse the value"),
+        (["train", "{config}", "--param", "aug_strength=2"], "--param aug_strength: got 2"),
         (["train", "{config}", "--method", "moco"], "--method: 'moco' is not in the config"),
         (["train", "{config}", "--param", "temperature=-1"], "--param temperature"),
         (["train", "{config}", "--param", "queue_size=8"], "queue_size: unknown hyperparameter"),
@@ -171,13 +243,22 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
     assert _snapshot(workdir) == before
 
 
-def test_invalid_yaml_and_non_mapping(workdir: Path, capsys) -> None:
-    (workdir / "broken.yaml").write_text("methods: [simclr\n")
-    code, err = _run(["search", str(workdir / "broken.yaml")], capsys)
-    assert code == 2 and "invalid YAML at line" in err
-    (workdir / "list.yaml").write_text("- simclr\n")
-    code, err = _run(["search", str(workdir / "list.yaml")], capsys)
-    assert code == 2 and "top level must be a mapping" in err
+@pytest.mark.parametrize("text,message", [
+    ("methods: [simclr\n", "invalid YAML at line"),
+    ("- simclr\n", "config: the top level must be a mapping, got list"),
+    ("", "config: the top level must be a mapping, got NoneType"),
+    ("just words\n", "config: the top level must be a mapping, got str"),
+    ("!!python/object/apply:os.system ['touch pwned']\n",
+     "a YAML tag that is not plain data at line 1"),
+    ("methods: !!python/name:os.system\n", "a YAML tag that is not plain data at line 1"),
+])
+def test_yaml_that_is_not_a_plain_mapping(text: str, message: str, workdir: Path,
+                                          capsys) -> None:
+    (workdir / "study.yaml").write_text(text)
+    before = _snapshot(workdir)
+    code, err = _run(["search", str(workdir / "study.yaml")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert _snapshot(workdir) == before
 
 
 def test_console_script_prints_no_traceback(workdir: Path) -> None:

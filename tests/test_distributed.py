@@ -27,7 +27,7 @@ from search_spaces import resolve_hyperparameters
 from trainables.augment import rotations
 from trainables.backbones import Encoder, Normalize, layerwise_conv
 from trainables.distributed import Collective
-from trainables.methods import method_class
+from trainables.methods import METHODS, method_class
 
 WORLD = 2
 GLOBAL_BATCH = 8
@@ -179,6 +179,10 @@ def test_two_workers_match_one_process_on_the_whole_batch(name: str, tmp_path: P
                                        msg=f"{name} rank {rank}: gradient of {param}")
         for state in case.extra_state:
             torch.testing.assert_close(worker[state], single[state])
+
+
+def test_every_registered_method_has_an_equivalence_case() -> None:
+    assert {case.method for case in CASES.values()} == set(METHODS)
 
 
 def test_single_process_collective_is_the_identity() -> None:

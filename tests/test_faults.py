@@ -1,5 +1,5 @@
-"""Studies that survive faults, on a 2-CPU local Ray: data-parallel trials, a driver
-killed with SIGKILL and resumed, a trial process killed and retried from its checkpoint."""
+"""Studies that survive faults, on a 2-CPU local Ray: a driver killed with SIGKILL and
+resumed, a trial process killed and retried from its checkpoint."""
 
 from __future__ import annotations
 
@@ -52,22 +52,6 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
 
 
 SMALL = {"batch_size": {"choices": [32, 64]}}
-
-
-def test_data_parallel_trials_run_on_two_workers(cluster_address, tmp_path: Path) -> None:
-    config = write_study_config(
-        tmp_path, "ddp",
-        {"simclr": {"space": SMALL}, "moco": {"space": {**SMALL, "queue_size": 64}}},
-        resources={"workers_per_trial": 2, "cpus_per_worker": 0.5},
-        search={"num_samples": 1},
-    )
-    assert main(["search", str(config)]) == 0
-    runs = _children(tmp_path, "ddp")
-    assert sorted(r.data.tags["method"] for r in runs) == ["moco", "simclr"]
-    for run in runs:
-        assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
-        assert _steps(tmp_path, run.info.run_id, "knn_acc") == [1, 2, 3]
-        assert "linear_acc" in run.data.metrics
 
 
 def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(

@@ -20,7 +20,7 @@ import torch
 from trainables.data import DataSpec, load_dataset
 from trainables.hyperparameters import resolve_trial
 from trainables.loop import LoopSettings, evaluate, train
-from trainables.methods import build_method
+from trainables.methods import METHODS, build_method
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +68,10 @@ CHECKS = {
     **{name: Check(given, epochs, gain) for name, (given, epochs, gain) in SETTINGS.items()},
     **PRETEXT,
 }
+
+
+def test_every_registered_method_has_a_learning_check() -> None:
+    assert set(CHECKS) == set(METHODS)
 
 
 @pytest.fixture(scope="module")

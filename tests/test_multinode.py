@@ -3,28 +3,19 @@ server on a loopback port: trials land on both nodes and every run reaches the s
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
 import yaml
+from conftest import alive, descendants, tracking_server
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 
 from study.cli import main
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,35 +30,15 @@ def two_nodes():
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "study.cli", "tracking-server", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp / 'server.db'}",
-         "--artifacts-destination", str(tmp / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            raise AssertionError("the tracking server did not start")
-        time.sleep(0.5)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
+def server(tmp_path_factory) -> Iterator[str]:
+    with tracking_server(tmp_path_factory.mktemp("server")) as (uri, process):
+        below = descendants(process.pid)
+        yield uri
+    assert not alive(below), "the tracking server left processes behind after SIGTERM"
 
 
 def test_trials_land_on_both_nodes_and_log_to_the_server(
-    two_nodes: str, tracking_server: str, tmp_path: Path
+    two_nodes: str, server: str, tmp_path: Path
 ) -> None:
     config = {
         "name": "cluster",
@@ -75,14 +46,14 @@ def test_trials_land_on_both_nodes_and_log_to_the_server(
         "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
         "train": {"epochs": 2, "device": "cpu"},
         "search": {"num_samples": 4, "grace_period": 2, "n_startup_trials": 2},
-        "tracking": {"tracking_uri": tracking_server, "experiment": "cluster"},
+        "tracking": {"tracking_uri": server, "experiment": "cluster"},
         "methods": {"simclr": {"space": {"batch_size": {"choices": [32, 64]}}}},
     }
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["search", str(path), "--address", two_nodes]) == 0
 
-    client = MlflowClient(tracking_server)
+    client = MlflowClient(server)
     exp = client.get_experiment_by_name("cluster")
     runs = client.search_runs([exp.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
