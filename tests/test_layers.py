@@ -215,3 +215,15 @@ def test_the_import_graph_has_no_cycle() -> None:
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_the_train_command_loads_neither_ray_tune_nor_optuna() -> None:
+    """``sslstudy train`` runs one configuration in-process: everything its code path
+    imports (lazily too) stays clear of the search machinery."""
+    code = (
+        "import sys, study.cli, study.train, trainables.local_run, tqdm\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('ray.tune', 'ray.train', "
+        "'optuna')))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
