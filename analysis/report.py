@@ -32,8 +32,11 @@ from analysis.sensitivity import (
     varying_params,
 )
 from tracking.read import recorded_objective
+from tracking.schema import KNN_ACC, validation
 from tracking.uris import resolve_tracking_uri
 
+#: What a study searches on by default, and so what the analysis reports on.
+VAL_KNN = validation(KNN_ACC)
 logger = logging.getLogger("sslstudy")
 HEATMAP_AXES = ("temperature", "batch_size")
 
@@ -294,9 +297,13 @@ def run_analysis(
             ) from None
     tracking_uri = resolve_tracking_uri(tracking_uri)
     recorded_metric, recorded_mode = recorded_objective(tracking_uri, experiment)
-    metric = metric or recorded_metric or "knn_acc"
     mode = mode or recorded_mode or "max"
-    data = load_experiment(tracking_uri, experiment, metric, mode)
+    data = load_experiment(tracking_uri, experiment, metric or recorded_metric or VAL_KNN,
+                           mode)
+    if metric is None and recorded_metric is None and VAL_KNN not in data.metrics:
+        # An experiment from before the validation split, or of another tool.
+        data = load_experiment(tracking_uri, experiment, KNN_ACC, mode)
+    metric = metric or recorded_metric or (VAL_KNN if VAL_KNN in data.metrics else KNN_ACC)
     if metric not in data.metrics:
         raise AnalysisInputError(
             f"--metric: no run logged {metric!r}; logged: {', '.join(data.metrics) or 'none'}"

@@ -19,7 +19,13 @@ from tracking.errors import TrackingError
 from tracking.runs import is_deleted_experiment
 from tracking.server import check_tracking_server
 from tracking.uris import is_server, resolve_tracking_uri, sqlite_path
-from trainables.data import DatasetError, DataSpec, ImageDataset, load_dataset
+from trainables.data import (
+    DatasetError,
+    DataSpec,
+    ImageDataset,
+    load_dataset,
+    with_validation,
+)
 from trainables.hyperparameters import declared_hyperparameters
 
 
@@ -110,7 +116,7 @@ def load_study_dataset(config: StudyConfig) -> ImageDataset:
         seed=config.seed,
     )
     try:
-        return load_dataset(spec)
+        return with_validation(load_dataset(spec), data.val_fraction, config.seed)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
-from tracking.schema import SEARCH_METRICS
+from tracking.schema import SEARCH_METRICS, validation
 from trainables.backbones import BACKBONE_STAGES, BACKBONES
 from trainables.data import DATASETS
 from trainables.hyperparameters import declared_hyperparameters
@@ -37,6 +37,10 @@ class DataConfig(_Strict):
     image_size: int | None = Field(None, ge=8, le=1024)
     num_train: int = Field(4096, ge=64, description="generated datasets only")
     num_test: int = Field(1024, ge=16, description="generated datasets only")
+    val_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="stratified share of the labelled train split that searches score on",
+    )
 
     @model_validator(mode="after")
     def _known_dataset(self) -> DataConfig:
@@ -64,6 +68,16 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(
         False, description="SyncBatchNorm across the workers of a trial (GPUs only)"
     )
+    test_metrics: Literal["final", "every"] = Field(
+        "final", description="when test-split metrics are computed (never used to select)"
+    )
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="peak lr times batch/256 (linear) or sqrt(batch/256) (sqrt)"
+    )
+    budget_unit: Literal["epochs", "steps"] = Field(
+        "epochs", description="an epoch of budget is a pass over the data, or as many steps "
+        "as a pass at batch size 256 takes"
+    )
 
     @model_validator(mode="after")
     def _eval_layer_exists(self) -> TrainConfig:
@@ -82,6 +96,21 @@ class TrainConfig(_Strict):
         return self
 
 
+class ConfirmConfig(_Strict):
+    """Re-runs of configurations at the full budget with fresh seeds (``sslstudy
+    confirm``): the ``top`` best and ``random`` others of each method, ``seeds`` each."""
+
+    top: int = Field(3, ge=0)
+    seeds: int = Field(3, ge=1)
+    random: int = Field(2, ge=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> ConfirmConfig:
+        if self.top + self.random == 0:
+            raise ValueError("top: top and random cannot both be 0 (nothing to confirm)")
+        return self
+
+
 class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials per method")
     max_concurrent: int | None = Field(None, ge=1)
@@ -97,6 +126,9 @@ class SearchConfig(_Strict):
     n_startup_trials: int = Field(4, ge=0, description="TPE: random trials before modelling")
     max_failures: int = Field(
         1, ge=0, description="retries of a failed trial, each from its last checkpoint"
+    )
+    confirm: ConfirmConfig | None = Field(
+        None, description="confirmation runs at the end of the search"
     )
 
 
@@ -139,6 +171,10 @@ class MethodConfig(_Strict):
 class StudyConfig(_Strict):
     name: str = Field("study", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = Field(0, ge=0)
+    seed_policy: Literal["shared", "per_trial"] = Field(
+        "shared", description="every trial with `seed` (common random numbers), or each "
+        "trial with a seed of its own"
+    )
     storage_path: Path = Path("ray_results")
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -179,6 +215,11 @@ class StudyConfig(_Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def objective(self) -> str:
+        """The metric the search optimises: the validation form of ``search.metric``."""
+        return validation(self.search.metric)
 
     def spaces(self) -> dict[str, SearchSpace]:
         """Each method's validated search space (default merged with the overrides)."""

@@ -89,6 +89,12 @@ def run_search(
 
     config = load_config(config_path, overrides)
     spaces = config.spaces()
+    if config.data.val_fraction == 0:
+        raise ConfigError(
+            f"data.val_fraction: must be above 0 for a search, which optimises "
+            f"{config.objective} on the validation part of the train split (the test "
+            "split never selects hyperparameters)"
+        )
     for method, space in spaces.items():
         if not space.params:
             raise ConfigError(
@@ -129,7 +135,7 @@ def run_search(
                 config.name,
                 config_as_dict(config),
                 {m: s.to_dict() for m, s in spaces.items()},
-                objective=(config.search.metric, config.search.mode),
+                objective=(config.objective, config.search.mode),
             )
             state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
                      "experiment_id": target.experiment_id,
@@ -161,7 +167,7 @@ def _finish_search(
     for outcome in outcomes:
         if outcome.best_value is not None:
             best = ", ".join(f"{k}={v}" for k, v in outcome.best_params.items())
-            logger.info("best %s (%s=%.4f): %s", outcome.method, config.search.metric,
+            logger.info("best %s (%s=%.4f): %s", outcome.method, config.objective,
                         outcome.best_value, best)
     logger.info("Ray results and the Optuna study (optuna.db): %s", root)
     logger.info("open the runs:   mlflow ui --backend-store-uri %s", tracking_uri)

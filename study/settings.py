@@ -40,6 +40,9 @@ def loop_settings(config: StudyConfig) -> LoopSettings:
         mlp_probe=train.mlp_probe,
         eval_layer=train.eval_layer,
         sync_bn=train.sync_bn,
+        test_metrics=train.test_metrics,
+        lr_scaling=train.lr_scaling,
+        budget_unit=train.budget_unit,
     )
 
 
@@ -59,5 +62,6 @@ def trial_settings(
         cpus_per_worker=resources.cpus_per_worker,
         gpus_per_worker=resources.gpus_per_worker,
         max_failures=config.search.max_failures,
+        seed_policy=config.seed_policy,
         storage_path=str(study_root(config) / method / "train_runs"),
     )

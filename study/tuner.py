@@ -193,7 +193,7 @@ def _summarise(
             completed += 1
         else:
             stopped += 1
-        value = metrics.get(config.search.metric)
+        value = metrics.get(config.objective)
         if value is not None and (best_value is None or sign * value > sign * best_value):
             best_value, best_params = float(value), decode(result.config)
     return MethodOutcome(method, len(results), completed, stopped, failed, best_value, best_params)
@@ -230,7 +230,7 @@ def run_method(
         tune.with_parameters(tune_trial, settings=settings, data=data),
         trial_resources(config.resources),
     )
-    progress = TrialProgress({method: space}, config.search.metric, config.train.epochs)
+    progress = TrialProgress({method: space}, config.objective, config.train.epochs)
     results = _fit(config, method, trainable, to_optuna(space), progress, target,
                    max_concurrent, resume, searching=", ".join(space.params))
     outcome = _summarise(results, method, space.decode, config)
@@ -259,7 +259,7 @@ def run_cross_method(
                              data=data),
         trial_resources(config.resources),
     )
-    progress = TrialProgress(spaces, config.search.metric, config.train.epochs, cross)
+    progress = TrialProgress(spaces, config.objective, config.train.epochs, cross)
     searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
     results = _fit(config, CROSS_METHOD, trainable, DefineByRun(cross), progress, target,
                    max_concurrent, resume, searching)
@@ -326,7 +326,7 @@ def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
         outcome.completed,
         outcome.stopped_early,
         outcome.failed,
-        config.search.metric,
+        config.objective,
         "n/a" if outcome.best_value is None else f"{outcome.best_value:.4f}",
     )
 
@@ -343,7 +343,7 @@ def _new_tuner(
     search = config.search
     searcher = LinkedOptunaSearch(
         space=optuna_space,
-        metric=search.metric,
+        metric=config.objective,
         mode=search.mode,
         sampler=_sampler(config),
         study_name=f"{config.name}-{name}",
@@ -361,7 +361,7 @@ def _new_tuner(
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            metric=search.metric,
+            metric=config.objective,
             mode=search.mode,
             num_samples=search.num_samples,
             max_concurrent_trials=max_concurrent,

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from trainables.data import DataSpec, ImageDataset, load_dataset
+from trainables.data import DataSpec, ImageDataset, load_dataset, with_validation
 from trainables.hyperparameters import resolve_trial
 from trainables.methods import build_method
 from trainables.methods.base import SSLMethod
@@ -53,6 +53,13 @@ def write_study_config(tmp: Path, name: str, methods: dict, **sections: dict) ->
 @pytest.fixture(scope="session")
 def tiny_shapes() -> ImageDataset:
     return load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_val(tiny_shapes: ImageDataset) -> ImageDataset:
+    """``tiny_shapes`` with a validation part (a fifth of the train split), as a study
+    loads it."""
+    return with_validation(tiny_shapes, 0.2, seed=0)
 
 
 def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",

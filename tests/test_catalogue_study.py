@@ -54,7 +54,7 @@ def test_every_method_completes_its_trials(study: Path) -> None:
     assert {m: len(r) for m, r in by_method.items()} == {m: 2 for m in METHODS}
     for run in runs:
         assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
-        assert 0.0 <= run.data.metrics["knn_acc"] <= 1.0
+        assert 0.0 <= run.data.metrics["val_knn_acc"] <= 1.0
     assert all(r.data.tags["backbone"] == "layerwise_conv" for r in by_method["patch_triplet"])
     assert all(r.data.tags["backbone"] == "small_cnn" for r in by_method["dim"])
 
@@ -133,8 +133,9 @@ def test_cross_method_search_chooses_methods_and_the_report_compares_them(
     report = (out / "report.html").read_text()
     assert "Method comparison" in report
     # Without --metric the report follows the metric the study optimised.
-    assert "Metric <b>linear_acc</b>" in report
+    assert "Metric <b>val_linear_acc</b>" in report
     best = comparison.set_index("method")["best"]
-    finals = {m: max(r.data.metrics["linear_acc"] for r in runs if r.data.tags["method"] == m)
+    finals = {m: max(r.data.metrics["val_linear_acc"] for r in runs
+                     if r.data.tags["method"] == m)
               for m in chosen}
     assert all(best[m] <= finals[m] + 1e-9 for m in chosen)

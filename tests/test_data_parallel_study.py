@@ -39,6 +39,6 @@ def test_two_workers_of_one_cpu_each_run_on_two_cores(tmp_path: Path) -> None:
     assert [r.data.tags["method"] for r in runs] == ["moco"]
     for run in runs:
         assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_knn_acc")]
         assert steps == [1, 2]
         assert "linear_acc" in run.data.metrics

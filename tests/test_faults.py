@@ -71,7 +71,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    before = {r.data.tags["trial_id"]: r.data.metrics.get("knn_acc")
+    before = {r.data.tags["trial_id"]: r.data.metrics.get("val_knn_acc")
               for r in _children(tmp_path, "resume")
               if r.data.tags.get("status") == "completed"}
     assert before
@@ -86,11 +86,11 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     for run in runs:
         assert run.data.tags["status"] in ("completed", "stopped_early")
         # An epoch the dead driver never saw checkpointed is trained, and logged, again.
-        steps = set(_steps(tmp_path, run.info.run_id, "knn_acc"))
+        steps = set(_steps(tmp_path, run.info.run_id, "val_knn_acc"))
         assert steps == set(range(1, int(run.data.tags["budget"]) + 1))
     for trial_id, value in before.items():
         kept = next(r for r in runs if r.data.tags["trial_id"] == trial_id)
-        assert kept.data.metrics["knn_acc"] == value, "finished trials are kept as they were"
+        assert kept.data.metrics["val_knn_acc"] == value, "finished trials are kept as they were"
     storage = f"sqlite:///{tmp_path / 'ray' / 'resume' / 'optuna.db'}"
     trials = optuna.load_study(study_name="resume-simclr", storage=storage).trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -129,4 +129,4 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
             driver.kill()
     (run,) = _children(tmp_path, "retry")
     assert run.data.tags["status"] == "completed"
-    assert set(_steps(tmp_path, run.info.run_id, "knn_acc")) == {1, 2, 3, 4, 5, 6}
+    assert set(_steps(tmp_path, run.info.run_id, "val_knn_acc")) == {1, 2, 3, 4, 5, 6}

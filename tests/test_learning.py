@@ -91,6 +91,6 @@ def test_short_pretraining_beats_random_init(method: str, shapes) -> None:
 
     torch.manual_seed(0)
     model = build_method(method, "small_cnn", data, hyperparameters.method)
-    random_init = evaluate(model, data, loop, with_linear=with_linear)[check.metric]
+    random_init = evaluate(model, data, loop)[check.metric]
     final = train(model, data, hyperparameters.training, loop, lambda result: None)
     assert final[check.metric] > random_init + check.required_gain, (random_init, final)

@@ -237,11 +237,10 @@ def test_stage_features_evaluate_an_intermediate_block() -> None:
 
 def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(tiny_shapes) -> None:
     method = make_method("rotnet", tiny_shapes)
-    last = evaluate(method, tiny_shapes, LoopSettings(epochs=1), with_linear=True,
-                    with_mlp=True)
+    last = evaluate(method, tiny_shapes, LoopSettings(epochs=1))
     assert set(last) == {"knn_acc", "linear_acc", "mlp_acc"}
-    block2 = evaluate(method, tiny_shapes, LoopSettings(epochs=1, eval_layer=2),
-                      with_linear=True)
+    block2 = evaluate(method, tiny_shapes, LoopSettings(epochs=1, eval_layer=2,
+                                                        mlp_probe="never"))
     assert block2["linear_acc"] != last["linear_acc"]
     # CPC evaluates its patch-grid mean, from the requested block as well.
     cpc = make_method("cpc", tiny_shapes, patch_size=16)

@@ -81,12 +81,34 @@ def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path
         assert run.info.status == "FINISHED"
         budget = int(tags["budget"])
         assert (tags["status"] == "completed") == (budget == 3)
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "knn_acc")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_knn_acc")]
         assert steps == list(range(1, budget + 1))
+        assert params["seed"] == "0", "shared seed: every trial with the study's"
+        assert tags["run_kind"] == "search"
         for metric in ("loss", "epoch", "images_per_sec"):
             assert metric in run.data.metrics
-        if budget == 3:
-            assert "linear_acc" in run.data.metrics
+        # Test-split scores once, at the end; never during the search.
+        assert ("linear_acc" in run.data.metrics) == ("knn_acc" in run.data.metrics) == (
+            budget == 3)
+
+
+def test_no_test_split_metric_reaches_the_scheduler_or_optuna(finished_study: Path) -> None:
+    """Tune's results (what ASHA and the searcher see) hold validation scores only, and
+    every Optuna value is the trial's last validation score."""
+    results = list((finished_study / "ray" / "tiny").glob("*/*/result.json"))
+    assert results
+    for path in results:
+        for line in path.read_text().splitlines():
+            reported = json.loads(line)
+            assert not {"knn_acc", "linear_acc", "mlp_acc"} & set(reported), path
+            assert "val_knn_acc" in reported
+    _, _, children = _children(finished_study, "tiny")
+    last_val = {r.data.tags["trial_id"]: r.data.metrics["val_knn_acc"] for r in children}
+    storage = f"sqlite:///{finished_study / 'ray' / 'tiny' / 'optuna.db'}"
+    for name in ("tiny-simclr", "tiny-moco"):
+        for trial in optuna.load_study(study_name=name, storage=storage).trials:
+            if trial.value is not None:
+                assert trial.value == pytest.approx(last_val[trial.user_attrs["tune_trial_id"]])
 
 
 def test_optuna_study_is_persisted_beside_ray_results(finished_study: Path) -> None:

@@ -27,9 +27,19 @@ TAG_RAY_NODE = "ray_node"
 #: MLflow's own link from a child run to its parent.
 TAG_PARENT_RUN = "mlflow.parentRunId"
 
+#: Why a run exists: ``search`` (a trial of a search), ``confirm`` (a re-run of a
+#: configuration with a fresh seed), ``sweep`` (a cell of a paper-style sweep).
+TAG_RUN_KIND = "run_kind"
+KIND_SEARCH, KIND_CONFIRM, KIND_SWEEP = "search", "confirm", "sweep"
+#: On a confirmation run: the trial id of the run whose configuration it repeats.
+TAG_REPLICATE_OF = "replicate_of"
+#: Param: the seed of a run's initialisation, data order and augmentations.
+PARAM_SEED = "seed"
+
 # Tags of a study's parent run.
 TAG_ROLE = "sslstudy.role"
 ROLE_STUDY = "study"
+ROLE_SWEEP = "sweep"
 #: What the study optimised: the analysis reports on it unless told otherwise.
 TAG_STUDY_METRIC = "sslstudy.metric"
 TAG_STUDY_MODE = "sslstudy.mode"
@@ -50,12 +60,28 @@ LOSS = "loss"
 IMAGES_PER_SEC = "images_per_sec"
 #: The learning rate of the schedule at the end of the epoch.
 LR = "lr"
+#: Evaluation metrics: unprefixed on the held-out test split; with ``VAL_PREFIX`` on the
+#: validation part of the labelled train split, which is all a search may see.
 KNN_ACC = "knn_acc"
 LINEAR_ACC = "linear_acc"
 MLP_ACC = "mlp_acc"
-#: The evaluations a search may optimise, with the probe setting each needs at every
-#: evaluation (None: always computed).
+VAL_PREFIX = "val_"
+#: The measures a search may optimise (it always optimises their ``val_`` form), with
+#: the probe setting each needs at every evaluation (None: always computed).
 SEARCH_METRICS = {KNN_ACC: None, LINEAR_ACC: "linear_probe", MLP_ACC: "mlp_probe"}
+#: Training statistics, which any scheduler may read.
+TRAINING_METRICS = (EPOCH, LOSS, IMAGES_PER_SEC, LR)
+
+
+def validation(metric: str) -> str:
+    """The validation form of a measure: what a search optimises for it."""
+    return metric if metric.startswith(VAL_PREFIX) else VAL_PREFIX + metric
+
+
+def selectable(metric: str) -> bool:
+    """Whether a metric may reach the scheduler and the searcher: training statistics and
+    validation scores only, never a test-split score."""
+    return metric in TRAINING_METRICS or metric.startswith(VAL_PREFIX)
 
 # Artifacts of a study's parent run.
 RESOLVED_CONFIG = "resolved_config.yaml"

@@ -14,7 +14,7 @@ while training. Each dataset has three parts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,11 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ImageDataset:
+    """Pretraining images (labels unused), the labelled train split and the held-out test
+    split, as uint8 tensors. ``validation`` marks the part of the labelled train split
+    that hyperparameter selection is scored on (all False when there is none): the rest
+    of the train split is then the kNN bank and the probes' training set."""
+
     name: str
     pretrain_images: Tensor
     train_images: Tensor
@@ -54,6 +59,11 @@ class ImageDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    validation: Tensor | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.validation is not None and bool(self.validation.any())
 
     @property
     def channels(self) -> int:
@@ -302,6 +312,25 @@ def _load_image_folder(spec: DataSpec) -> ImageDataset:
     return _assemble(
         "image_folder", (train_images, train_labels), (test_images, test_labels), len(classes), None
     )
+
+
+def with_validation(dataset: ImageDataset, fraction: float, seed: int) -> ImageDataset:
+    """Mark a stratified, seeded ``fraction`` of each class of the labelled train split as
+    the validation part (at least one image of every class with two or more, never all
+    of a class). The same split for every trial of a study: it is made once, here."""
+    if not 0.0 <= fraction < 1.0:
+        raise DatasetError(f"data.val_fraction: got {fraction}, allowed: a float in [0, 1)")
+    mask = torch.zeros(len(dataset.train_labels), dtype=torch.bool)
+    if fraction > 0:
+        generator = torch.Generator().manual_seed(seed)
+        for label in range(dataset.num_classes):
+            members = torch.nonzero(dataset.train_labels == label).flatten()
+            if len(members) < 2:
+                continue
+            take = min(len(members) - 1, max(1, round(fraction * len(members))))
+            chosen = members[torch.randperm(len(members), generator=generator)[:take]]
+            mask[chosen] = True
+    return replace(dataset, validation=mask)
 
 
 def load_dataset(spec: DataSpec) -> ImageDataset:

@@ -38,6 +38,9 @@ from trainables.evaluation import (
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.methods.base import SSLMethod
 
+#: The batch size at which ``lr`` is the learning rate when it is scaled with the batch.
+REFERENCE_BATCH_SIZE = 256
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot recover and must fail."""
@@ -60,6 +63,13 @@ class LoopSettings:
     eval_layer: int | None = None
     #: Normalise BatchNorm over the global batch (data-parallel GPU trials only).
     sync_bn: bool = False
+    #: When the test-split metrics are computed: at the ``final`` evaluation, or at
+    #: ``every`` one (validation metrics are computed at every evaluation).
+    test_metrics: Literal["final", "every"] = "final"
+    #: How the peak learning rate follows the batch size (see ``scaled_lr``).
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    #: What one unit of the budget is (see ``steps_per_epoch``).
+    budget_unit: Literal["epochs", "steps"] = "epochs"
 
 
 @dataclass
@@ -80,15 +90,33 @@ class Reporter(Protocol):
     def __call__(self, result: EpochResult) -> None: ...
 
 
+def scaled_lr(training: TrainingHyperparameters, settings: LoopSettings) -> float:
+    """The peak learning rate after batch-size scaling: ``lr`` as given (``none``),
+    times batch/256 (``linear``, Goyal et al.) or times sqrt(batch/256) (``sqrt``,
+    SimCLR's rule for large batches), so that a batch-size sweep need not confound the
+    batch with the step size per sample."""
+    ratio = training.batch_size / REFERENCE_BATCH_SIZE
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[settings.lr_scaling]
+    return training.lr * factor
+
+
+def steps_per_epoch(n: int, batch_size: int, settings: LoopSettings) -> int:
+    """Optimisation steps in one unit of budget: a full pass over the pretraining images
+    (``epochs``), or as many steps as a pass at the reference batch size of 256 takes
+    (``steps``: every batch size then gets the same number of updates)."""
+    if settings.budget_unit == "steps":
+        return max(1, n // REFERENCE_BATCH_SIZE)
+    return n // batch_size
+
+
 def _optimizer(
     method: SSLMethod, training: TrainingHyperparameters, settings: LoopSettings
 ) -> torch.optim.Optimizer:
     params = [p for p in method.parameters() if p.requires_grad]
+    lr = scaled_lr(training, settings)
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=training.lr, momentum=0.9, weight_decay=training.weight_decay
-        )
-    return torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=training.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=training.weight_decay)
 
 
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -103,44 +131,59 @@ def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def evaluate(
-    method: SSLMethod,
-    dataset: ImageDataset,
+def _scores(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    num_classes: int,
     settings: LoopSettings,
-    with_linear: bool,
-    with_mlp: bool = False,
+    probes: tuple[bool, bool],
+    prefix: str,
 ) -> dict[str, float]:
+    """kNN, and the linear and MLP probes when due, of ``queries`` against ``bank``."""
+    with_linear, with_mlp = probes
+    metrics = {prefix + schema.KNN_ACC: knn_accuracy(
+        bank, bank_labels, queries, query_labels, num_classes,
+        k=settings.knn_k, temperature=settings.knn_temperature,
+    )}
+    if with_linear:
+        metrics[prefix + schema.LINEAR_ACC] = linear_probe_accuracy(
+            bank, bank_labels, queries, query_labels, num_classes)
+    if with_mlp:
+        metrics[prefix + schema.MLP_ACC] = mlp_probe_accuracy(
+            bank, bank_labels, queries, query_labels, num_classes)
+    return metrics
+
+
+def evaluate(
+    method: SSLMethod, dataset: ImageDataset, settings: LoopSettings, final: bool = True
+) -> dict[str, float]:
+    """Score the frozen representation.
+
+    On the validation part of the labelled train split (``val_*`` metrics, every
+    evaluation, when the dataset has one): the bank and the probes' training set are the
+    rest of the train split. This is what a search selects on. On the test split
+    (unprefixed metrics, at the ``final`` evaluation, or at every one with
+    ``test_metrics: every``): the bank is the whole train split. Hyperparameters are
+    never selected on it.
+    """
     device = torch.device(settings.device)
     representation = method.representation(settings.eval_layer)
+    probes = (_probe_due(settings.linear_probe, final), _probe_due(settings.mlp_probe, final))
     train_features = extract_features(representation, dataset.train_images, device)
-    test_features = extract_features(representation, dataset.test_images, device)
-    metrics = {
-        schema.KNN_ACC: knn_accuracy(
-            train_features,
-            dataset.train_labels,
-            test_features,
-            dataset.test_labels,
-            dataset.num_classes,
-            k=settings.knn_k,
-            temperature=settings.knn_temperature,
-        )
-    }
-    if with_linear:
-        metrics[schema.LINEAR_ACC] = linear_probe_accuracy(
-            train_features,
-            dataset.train_labels,
-            test_features,
-            dataset.test_labels,
-            dataset.num_classes,
-        )
-    if with_mlp:
-        metrics[schema.MLP_ACC] = mlp_probe_accuracy(
-            train_features,
-            dataset.train_labels,
-            test_features,
-            dataset.test_labels,
-            dataset.num_classes,
-        )
+    labels = dataset.train_labels
+    metrics: dict[str, float] = {}
+    if dataset.has_validation:
+        val = dataset.validation.to(train_features.device)
+        metrics.update(_scores(
+            train_features[~val], labels[~val.cpu()], train_features[val], labels[val.cpu()],
+            dataset.num_classes, settings, probes, schema.VAL_PREFIX,
+        ))
+    if final or settings.test_metrics == "every":
+        test_features = extract_features(representation, dataset.test_images, device)
+        metrics.update(_scores(train_features, labels, test_features, dataset.test_labels,
+                               dataset.num_classes, settings, probes, ""))
     return metrics
 
 
@@ -148,12 +191,17 @@ def _probe_due(when: str, final: bool) -> bool:
     return when == "every" or (when == "final" and final)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator, comm: Collective):
-    """Index slices of one epoch: a full-batch-only pass over a seeded permutation, each
-    rank taking its contiguous, equal share of every global batch."""
+def _batches(
+    n: int, batch_size: int, steps: int, generator: torch.Generator, comm: Collective
+):
+    """Index slices of ``steps`` full batches: consecutive seeded permutations of the
+    images (one pass when ``steps`` is a pass's worth), each rank taking its contiguous,
+    equal share of every global batch."""
     order = torch.randperm(n, generator=generator)
+    while len(order) < steps * batch_size:
+        order = torch.cat([order, torch.randperm(n, generator=generator)])
     per_rank = batch_size // comm.world_size
-    for start in range(0, n - batch_size + 1, batch_size):
+    for start in range(0, steps * batch_size, batch_size):
         offset = start + comm.rank * per_rank
         yield order[offset : offset + per_rank]
 
@@ -201,10 +249,9 @@ def train(
     model = _wrap(method, device)
     policy = AugmentationPolicy.from_strength(training.aug_strength)
     optimizer = _optimizer(method, training, settings)
-    steps_per_epoch = len(dataset) // training.batch_size
+    epoch_steps = steps_per_epoch(len(dataset), training.batch_size, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        _schedule(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch),
+        optimizer, _schedule(settings.epochs * epoch_steps, settings.warmup_epochs * epoch_steps)
     )
     view_generator = torch.Generator(device=device).manual_seed(settings.seed + comm.rank)
     start_epoch = 1
@@ -243,7 +290,8 @@ def train(
         loss_sum = torch.zeros((), device=device)
         steps = seen = 0
         started = time.perf_counter()
-        for idx in _batches(len(images), training.batch_size, order_generator, comm):
+        for idx in _batches(len(images), training.batch_size, epoch_steps, order_generator,
+                            comm):
             batch = images[idx.to(device)]
             with torch.no_grad():
                 views = method.make_views(batch, policy, view_generator)
@@ -270,11 +318,7 @@ def train(
         evaluated = final or epoch % settings.eval_every == 0
         artifacts: dict[str, bytes] = {}
         if evaluated and comm.rank == 0:
-            metrics.update(evaluate(
-                method, dataset, settings,
-                with_linear=_probe_due(settings.linear_probe, final),
-                with_mlp=_probe_due(settings.mlp_probe, final),
-            ))
+            metrics.update(evaluate(method, dataset, settings, final))
             if final:
                 metrics.update(method.extra_evaluation(dataset, device))
                 artifacts = method.artifacts()

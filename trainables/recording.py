@@ -4,9 +4,10 @@ training to the end with the run closed as completed or failed."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from search_spaces import SearchSpace
 from tracking import schema
@@ -35,10 +36,25 @@ class TrialSettings:
     max_failures: int = 0
     #: Where multi-worker trials keep their Ray Train runs (checkpoints).
     storage_path: str = ""
+    #: ``shared``: every trial uses ``loop.seed``; ``per_trial``: a seed of its own.
+    seed_policy: Literal["shared", "per_trial"] = "shared"
+    #: Why the runs exist (``tracking.schema.KIND_*``).
+    run_kind: str = schema.KIND_SEARCH
+
+    def seed_for(self, trial_id: str) -> int:
+        """The seed of a trial: the study's (common random numbers), or one derived from
+        the study's seed and the trial id, stable across retries and resumes."""
+        if self.seed_policy == "shared":
+            return self.loop.seed
+        return zlib.crc32(f"{self.loop.seed}:{trial_id}".encode())
+
+    def with_seed(self, seed: int) -> TrialSettings:
+        return replace(self, loop=replace(self.loop, seed=seed))
 
 
 def run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> dict[str, str]:
     return {
+        schema.TAG_RUN_KIND: settings.run_kind,
         schema.TAG_METHOD: settings.method,
         schema.TAG_DATASET: dataset.name,
         schema.TAG_BACKBONE: method_backbone(settings.method, settings.backbone),
@@ -54,12 +70,14 @@ def create_run(
     hyperparameters: Hyperparameters,
     trial_id: str,
     name: str,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> TrialRun:
+    """The run of a trial: its hyperparameters and its seed as params."""
     return TrialRun.create(
         settings.tracking,
         name=name,
-        tags=run_tags(settings, dataset, trial_id),
-        params=hyperparameters.as_dict(),
+        tags={**run_tags(settings, dataset, trial_id), **(extra_tags or {})},
+        params={**hyperparameters.as_dict(), schema.PARAM_SEED: settings.loop.seed},
     )
 
 

@@ -72,6 +72,7 @@ def _open_run(
     hyperparameters: Hyperparameters,
     trial_id: str,
     run_id: str | None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> TrialRun:
     """This trial's MLflow run: the checkpoint's, else one an earlier attempt created,
     else a new one."""
@@ -80,7 +81,7 @@ def _open_run(
         run = TrialRun.resume(settings.tracking, run_id)
     else:
         run = create_run(settings, dataset, hyperparameters, trial_id,
-                         name=f"{settings.method}-{trial_id}")
+                         name=f"{settings.method}-{trial_id}", extra_tags=extra_tags)
     # Which Ray node ran (or resumed) the trial, for debugging a cluster.
     run.set_tag(schema.TAG_RAY_NODE, ray.get_runtime_context().get_node_id())
     return run
@@ -90,7 +91,8 @@ def _checkpointing_report(
     run: TrialRun | None, send: Callable[[dict[str, float], Any], None], is_writer: bool
 ) -> Callable[[EpochResult], None]:
     """A loop reporter that logs every epoch to MLflow and, at evaluations, hands the
-    metrics and (from the writing rank only) a checkpoint to ``send``."""
+    metrics a scheduler may see (training statistics and validation scores, never a
+    test-split score) and, from the writing rank only, a checkpoint to ``send``."""
     from ray import tune
 
     def report(result: EpochResult) -> None:
@@ -104,7 +106,7 @@ def _checkpointing_report(
                 state = {**result.state(), RUN_ID_KEY: run.run_id if run else ""}
                 torch.save(state, Path(directory) / CHECKPOINT_FILE)
                 checkpoint = tune.Checkpoint.from_directory(directory)
-            send(dict(result.metrics), checkpoint)
+            send({k: v for k, v in result.metrics.items() if schema.selectable(k)}, checkpoint)
 
     return report
 
@@ -115,14 +117,29 @@ def tune_trial(config: dict[str, Any], *, settings: TrialSettings, data: Dataset
 
     _quiet_ray_train()
     hyperparameters = resolve_trial(settings.method, settings.space.decode(config))
+    trial_id = tune.get_context().get_trial_id()
+    settings = settings.with_seed(settings.seed_for(trial_id))
+    run_trial(settings, data, hyperparameters)
+
+
+def run_trial(
+    settings: TrialSettings,
+    data: DatasetHandle,
+    hyperparameters: Hyperparameters,
+    extra_tags: Mapping[str, str] | None = None,
+) -> None:
+    """One trial from resolved values and its seed (in ``settings``), inside a Tune
+    function: in this process, or data-parallel on several workers."""
+    from ray import tune
+
     if settings.workers > 1:
-        _fit_data_parallel(settings, data, hyperparameters)
+        _fit_data_parallel(settings, data, hyperparameters, extra_tags)
         return
     torch.set_num_threads(settings.threads)
     dataset = data.get()
     resume_state, run_id = _load_checkpoint(tune.get_checkpoint())
     run = _open_run(settings, dataset, hyperparameters, tune.get_context().get_trial_id(),
-                    run_id)
+                    run_id, extra_tags)
     report = _checkpointing_report(
         run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True
     )
@@ -143,7 +160,10 @@ def cross_method_trial(
 
 
 def _fit_data_parallel(
-    settings: TrialSettings, data: DatasetHandle, hyperparameters: Hyperparameters
+    settings: TrialSettings,
+    data: DatasetHandle,
+    hyperparameters: Hyperparameters,
+    extra_tags: Mapping[str, str] | None,
 ) -> None:
     """Coordinate one multi-worker trial: create its MLflow run, fit a TorchTrainer whose
     rank-0 reports reach Tune, and close the run once the trainer is done."""
@@ -153,7 +173,7 @@ def _fit_data_parallel(
 
     trial_id = tune.get_context().get_trial_id()
     dataset = data.get()
-    run = _open_run(settings, dataset, hyperparameters, trial_id, None)
+    run = _open_run(settings, dataset, hyperparameters, trial_id, None, extra_tags)
     use_gpu = settings.gpus_per_worker > 0
     resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
