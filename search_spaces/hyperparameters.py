@@ -64,6 +64,24 @@ class Hyperparameter:
             raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
         return int(value) if self.kind == "int" else float(value)
 
+    def parse(self, name: str, text: str) -> Any:
+        """The value a run recorded as text (MLflow keeps params as strings, a CLI flag
+        gives one), read as this hyperparameter's kind and checked."""
+        if self.kind == "choice":
+            for choice in self.choices:
+                if str(choice) == text:
+                    return choice
+            raise ValueError(f"{name}: got {text!r}, allowed: {self.domain()}")
+        if self.kind == "bool":
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"{name}: got {text!r}, allowed: {self.domain()}")
+            return text.lower() == "true"
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{name}: got {text!r}, allowed: {self.domain()}") from None
+        return self.check(name, number)
+
     def contains(self, value: float) -> bool:
         if math.isnan(value):
             return False

@@ -46,6 +46,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _param(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -87,6 +97,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tracking-uri")
     train.add_argument("--experiment")
     train.set_defaults(handler=_cmd_train)
+
+    confirm = commands.add_parser(
+        "confirm", help="re-run a study's best and some random configurations with fresh "
+        "seeds, at the full budget",
+    )
+    confirm.add_argument("study", type=Path, metavar="STUDY",
+                         help="the study's directory (<storage_path>/<name>) or its config")
+    confirm.add_argument("--top", type=_positive_int, default=3,
+                         help="best configurations of each method to re-run (default 3)")
+    confirm.add_argument("--seeds", type=_positive_int, default=3,
+                         help="fresh seeds per configuration (default 3)")
+    confirm.add_argument("--random", type=_count, default=2,
+                         help="configurations chosen at random per method, for an unbiased "
+                         "noise estimate (default 2)")
+    confirm.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
+    confirm.add_argument("--max-concurrent", type=_positive_int, help="runs at once")
+    confirm.add_argument("--resume", action="store_true",
+                         help="continue confirmation runs whose driver died")
+    confirm.set_defaults(handler=_cmd_confirm)
+
+    sweep = commands.add_parser(
+        "sweep", help="vary one or two hyperparameters around a configuration, several "
+        "seeds each (a paper-style sensitivity table)",
+    )
+    sweep.add_argument("config", type=Path)
+    sweep.add_argument("--method", required=True, help="the method to sweep")
+    sweep.add_argument("--param", required=True, help="hyperparameter to vary, e.g. temperature")
+    sweep.add_argument("--values", required=True, help="its values, e.g. 0.05,0.1,0.2,0.5")
+    sweep.add_argument("--param2", help="a second hyperparameter (a two-way grid)")
+    sweep.add_argument("--values2", help="the second hyperparameter's values")
+    sweep.add_argument("--around", default="defaults",
+                       help="base configuration: best (of the config's study), defaults "
+                       "(the default), or a YAML file of values")
+    sweep.add_argument("--seeds", type=_positive_int, default=3,
+                       help="seeds per cell (default 3)")
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI")
+    sweep.add_argument("--experiment", help="MLflow experiment (default: the study name)")
+    sweep.add_argument("--storage-path", help="directory for the sweep's Ray results")
+    sweep.add_argument("--address", help="Ray cluster address (auto or HOST:PORT)")
+    sweep.add_argument("--max-concurrent", type=_positive_int, help="runs at once")
+    sweep.add_argument("--resume", action="store_true",
+                       help="continue a sweep whose driver died (same flags)")
+    sweep.set_defaults(handler=_cmd_sweep)
 
     analyze = commands.add_parser("analyze", help="write the sensitivity report of a study")
     analyze.add_argument("--experiment", required=True)
@@ -141,6 +194,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from study.train import run_train
 
     return run_train(args.config, _overrides(args), method=args.method, params=dict(args.param))
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from study.config import ConfirmConfig
+    from study.confirm import run_confirm
+
+    plan = ConfirmConfig(top=args.top, seeds=args.seeds, random=args.random)
+    return run_confirm(args.study, plan, args.address, args.max_concurrent, args.resume)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from study.sweep import run_sweep, sweep_spec
+
+    spec = sweep_spec(args.method, args.param, args.values, args.param2, args.values2,
+                      args.around, args.seeds)
+    return run_sweep(args.config, _overrides(args), spec, args.address, args.resume)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

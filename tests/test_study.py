@@ -185,3 +185,58 @@ def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:
 def test_existing_study_directory_is_refused(finished_study: Path, capsys) -> None:
     assert main(["search", str(finished_study / "tiny.yaml")]) == 2
     assert "already holds a study named 'tiny'" in capsys.readouterr().err
+
+
+# The tests below add runs to the study's experiment: they come last.
+
+
+def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
+    finished_study: Path, capsys
+) -> None:
+    study_dir = finished_study / "ray" / "tiny"
+    assert main(["confirm", str(study_dir), "--top", "1", "--seeds", "2", "--random", "1"]) == 0
+    _, _, children = _children(finished_study, "tiny")
+    search = {r.data.tags["trial_id"]: r for r in children
+              if r.data.tags["run_kind"] == "search"}
+    confirm = [r for r in children if r.data.tags["run_kind"] == "confirm"]
+    by_original: dict[str, list] = {}
+    for run in confirm:
+        by_original.setdefault(run.data.tags["replicate_of"], []).append(run)
+    for method in ("simclr", "moco"):
+        mine = [t for t, r in search.items() if r.data.tags["method"] == method]
+        completed = [t for t in mine if search[t].data.tags["status"] == "completed"]
+        best = max(completed, key=lambda t: search[t].data.metrics["val_knn_acc"])
+        chosen = [t for t in by_original if t in mine]
+        assert best in chosen and len(chosen) == min(2, len(mine)), "the best, one random"
+    for original, runs in by_original.items():
+        assert len(runs) == 2
+        seeds = {r.data.params["seed"] for r in runs}
+        assert len(seeds) == 2 and "0" not in seeds, "fresh seeds"
+        for run in runs:
+            assert run.data.tags["status"] == "completed" and run.data.tags["budget"] == "3"
+            assert "knn_acc" in run.data.metrics
+            same = {k: v for k, v in run.data.params.items() if k != "seed"}
+            assert same == {k: v for k, v in search[original].data.params.items()
+                            if k != "seed"}
+    assert main(["confirm", str(study_dir)]) == 2
+    assert "already has confirmation runs" in capsys.readouterr().err
+
+
+def test_a_sweep_runs_every_cell_with_every_seed(finished_study: Path) -> None:
+    config = finished_study / "tiny.yaml"
+    assert main(["sweep", str(config), "--method", "simclr", "--param", "temperature",
+                 "--values", "0.1,0.5", "--seeds", "2", "--around", "best"]) == 0
+    client, _, children = _children(finished_study, "tiny")
+    sweeps = [r for r in client.search_runs([children[0].info.experiment_id])
+              if r.data.tags.get("sslstudy.role") == "sweep"]
+    assert len(sweeps) == 1
+    cells = [r for r in children
+             if r.data.tags.get("mlflow.parentRunId") == sweeps[0].info.run_id]
+    assert len(cells) == 4 and all(r.data.tags["run_kind"] == "sweep" for r in cells)
+    assert sorted((r.data.params["temperature"], r.data.params["seed"]) for r in cells) == [
+        ("0.1", "0"), ("0.1", "1"), ("0.5", "0"), ("0.5", "1")]
+    # Around the best: every other hyperparameter is the best trial's.
+    others = {frozenset((k, v) for k, v in r.data.params.items()
+                        if k not in ("temperature", "seed")) for r in cells}
+    assert len(others) == 1
+    assert all(r.data.tags["status"] == "completed" for r in cells)

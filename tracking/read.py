@@ -98,3 +98,20 @@ def recorded_spaces(
         for method, space in data.items():
             spaces.setdefault(method, {}).update(space.get("params", {}))
     return spaces
+
+
+def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Run]:
+    """Every run under a study's (or sweep's) parent run."""
+    client = MlflowClient(tracking_uri)
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{schema.TAG_PARENT_RUN}` = '{parent_run_id}'",
+            max_results=1000, page_token=token,
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return runs

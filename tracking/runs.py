@@ -166,10 +166,14 @@ def reopen_study_run(target: TrackingTarget) -> None:
     MlflowClient(target.tracking_uri).update_run(target.parent_run_id, status="RUNNING")
 
 
-def end_study_run(target: TrackingTarget, summary: Mapping[str, Any], failed: bool) -> None:
+def end_study_run(
+    target: TrackingTarget, summary: Mapping[str, Any], failed: bool,
+    artifact: str = schema.SUMMARY,
+) -> None:
+    """Close the parent run with ``summary`` as the JSON artifact ``artifact``."""
     client = MlflowClient(target.tracking_uri)
     assert target.parent_run_id is not None
-    client.log_dict(target.parent_run_id, dict(summary), schema.SUMMARY)
+    client.log_dict(target.parent_run_id, dict(summary), artifact)
     client.set_terminated(target.parent_run_id, "FAILED" if failed else "FINISHED")
 
 

@@ -33,6 +33,8 @@ TAG_RUN_KIND = "run_kind"
 KIND_SEARCH, KIND_CONFIRM, KIND_SWEEP = "search", "confirm", "sweep"
 #: On a confirmation run: the trial id of the run whose configuration it repeats.
 TAG_REPLICATE_OF = "replicate_of"
+#: On a sweep's run: its cell, the swept values as JSON (``{"temperature": 0.1}``).
+TAG_SWEEP_CELL = "sweep_cell"
 #: Param: the seed of a run's initialisation, data order and augmentations.
 PARAM_SEED = "seed"
 
@@ -87,3 +89,6 @@ def selectable(metric: str) -> bool:
 RESOLVED_CONFIG = "resolved_config.yaml"
 SEARCH_SPACES = "search_spaces.json"
 SUMMARY = "summary.json"
+CONFIRM_SUMMARY = "confirm_summary.json"
+#: Of a sweep's parent run: what was swept, around what, with how many seeds.
+SWEEP_SPEC = "sweep.json"

@@ -159,6 +159,20 @@ def cross_method_trial(
     tune_trial(own, settings=settings_by_method[method], data=data)
 
 
+def fixed_trial(
+    config: dict[str, Any],
+    *,
+    settings_by_method: Mapping[str, TrialSettings],
+    data: DatasetHandle,
+) -> None:
+    """The Tune function of a grid of fixed configurations (confirmation runs, sweeps):
+    ``config["run"]`` names the method, its values, the seed and the run's extra tags."""
+    run = config["run"]
+    settings = settings_by_method[run["method"]].with_seed(int(run["seed"]))
+    hyperparameters = resolve_trial(run["method"], run["values"])
+    run_trial(settings, data, hyperparameters, extra_tags=run["tags"])
+
+
 def _fit_data_parallel(
     settings: TrialSettings,
     data: DatasetHandle,

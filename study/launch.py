@@ -1,0 +1,142 @@
+"""What ``search``, ``confirm`` and ``sweep`` share: the checks every run of trials needs
+before anything starts, the study directory's state for ``--resume``, and the launch
+itself (Ray, the study directory, the parent run, the dataset in the object store)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from study import checks
+from study.cluster import (
+    check_fits,
+    check_shared_storage,
+    cluster_nodes,
+    default_max_concurrent,
+    local_machine,
+    ray_session,
+)
+from study.config import ConfigError, StudyConfig, config_as_dict
+from study.settings import STUDY_STATE
+from tracking.runs import TrackingTarget, reopen_study_run
+from trainables.data import ImageDataset
+
+#: Settings that may change between a study's start and its resumption.
+_RESUMABLE_CHANGES = frozenset({"search.max_concurrent"})
+
+
+def check_tracking(config: StudyConfig, address: str | None) -> str:
+    """The tracking URI, made absolute, once the store and the Ray address are usable."""
+    tracking_uri = checks.check_tracking_uri(config.tracking.tracking_uri)
+    checks.check_experiment(tracking_uri, config.experiment)
+    checks.check_address(address)
+    return tracking_uri
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _changed_field(started: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first setting that differs between two resolved configs, ignoring those that
+    may change on resume."""
+    before, after = _flatten(started), _flatten(now)
+    for key in sorted(set(before) | set(after)):
+        if key not in _RESUMABLE_CHANGES and before.get(key) != after.get(key):
+            return key
+    return None
+
+
+def read_state(root: Path, flag: str = "--resume") -> dict[str, Any]:
+    state_file = root / STUDY_STATE
+    if not state_file.is_file():
+        raise ConfigError(f"{flag}: no study at {str(root)!r} (no {STUDY_STATE})")
+    return json.loads(state_file.read_text())
+
+
+def resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any] | None:
+    """The saved state of the study to resume, or None for a new one (whose directory
+    must not already hold one)."""
+    checks.check_creatable_dir("storage_path", root)
+    if resume:
+        state = read_state(root)
+        changed = _changed_field(state["config"], config_as_dict(config))
+        if changed:
+            raise ConfigError(
+                f"--resume: {changed} differs from the config the study at {str(root)!r} "
+                "started with; resume with the same config"
+            )
+        return state
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(
+            f"storage_path: {str(root)!r} already holds a study named {root.name!r}; "
+            "choose another --name, remove that directory, or pass --resume"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A running launch: where runs go, the dataset in Ray's object store, and how many
+    trials run at once."""
+
+    target: TrackingTarget
+    data: Any
+    max_concurrent: int
+
+
+@contextmanager
+def launch(
+    config: StudyConfig,
+    root: Path,
+    state: dict[str, Any] | None,
+    address: str | None,
+    dataset: ImageDataset,
+    tracking_uri: str,
+    start_parent: Callable[[], TrackingTarget],
+) -> Iterator[Launch]:
+    """Start (or join) Ray, create the study directory, open the parent run with
+    ``start_parent`` (or reopen the resumed one) and put the dataset in the object store
+    once for every trial and worker. Call it after every other check has passed."""
+    import ray
+
+    from trainables.trainable import DatasetHandle
+
+    starts_local_ray = address is None and not ray.is_initialized()
+    if starts_local_ray:
+        check_fits(config.resources, local_machine(), fixed=True)
+    with ray_session(address):
+        if not starts_local_ray:
+            # A cluster started by someone else (tests, or --address) may not grow.
+            check_fits(config.resources, cluster_nodes(), fixed=address is None)
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            check_shared_storage(root)
+        except ConfigError:
+            if state is None and not any(root.iterdir()):
+                root.rmdir()
+            raise
+        max_concurrent = config.search.max_concurrent or default_max_concurrent(
+            config.resources, ray.cluster_resources()
+        )
+        checks.prepare_sqlite_dir(tracking_uri)
+        if state is None:
+            target = start_parent()
+            state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
+                     "experiment_id": target.experiment_id,
+                     "parent_run_id": target.parent_run_id}
+            (root / STUDY_STATE).write_text(json.dumps(state, indent=2))
+        else:
+            target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
+                                    state["parent_run_id"])
+            reopen_study_run(target)
+        yield Launch(target, DatasetHandle(ray.put(dataset)), max_concurrent)
