@@ -46,6 +46,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _values(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected V1,V2,..., got {text!r}")
+    return items
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -122,16 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
         "seeds each (a paper-style sensitivity table)",
     )
     sweep.add_argument("config", type=Path)
-    sweep.add_argument("--method", required=True, help="the method to sweep")
-    sweep.add_argument("--param", required=True, help="hyperparameter to vary, e.g. temperature")
-    sweep.add_argument("--values", required=True, help="its values, e.g. 0.05,0.1,0.2,0.5")
+    sweep.add_argument("--method", help="the method to sweep (or the config's sweep.method)")
+    sweep.add_argument("--param", help="hyperparameter to vary, e.g. temperature")
+    sweep.add_argument("--values", type=_values, help="its values, e.g. 0.05,0.1,0.2,0.5")
     sweep.add_argument("--param2", help="a second hyperparameter (a two-way grid)")
-    sweep.add_argument("--values2", help="the second hyperparameter's values")
-    sweep.add_argument("--around", default="defaults",
+    sweep.add_argument("--values2", type=_values, help="the second hyperparameter's values")
+    sweep.add_argument("--around",
                        help="base configuration: best (of the config's study), defaults "
                        "(the default), or a YAML file of values")
-    sweep.add_argument("--seeds", type=_positive_int, default=3,
-                       help="seeds per cell (default 3)")
+    sweep.add_argument("--seeds", type=_positive_int, help="seeds per cell (default 3)")
     sweep.add_argument("--tracking-uri", help="MLflow tracking URI")
     sweep.add_argument("--experiment", help="MLflow experiment (default: the study name)")
     sweep.add_argument("--storage-path", help="directory for the sweep's Ray results")
@@ -205,11 +211,11 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from study.sweep import run_sweep, sweep_spec
+    from study.sweep import run_sweep
 
-    spec = sweep_spec(args.method, args.param, args.values, args.param2, args.values2,
-                      args.around, args.seeds)
-    return run_sweep(args.config, _overrides(args), spec, args.address, args.resume)
+    flags = {key: getattr(args, key) for key in
+             ("method", "param", "values", "param2", "values2", "around", "seeds")}
+    return run_sweep(args.config, _overrides(args), flags, args.address, args.resume)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

@@ -96,6 +96,20 @@ class TrainConfig(_Strict):
         return self
 
 
+class SweepConfig(_Strict):
+    """A paper-style sweep (``sslstudy sweep``): ``param`` over ``values`` (and ``param2``
+    over ``values2``) around a base configuration, ``seeds`` runs per cell. The command's
+    flags override these keys."""
+
+    method: str | None = None
+    param: str | None = None
+    values: list[Any] | None = Field(None, min_length=1)
+    param2: str | None = None
+    values2: list[Any] | None = Field(None, min_length=1)
+    around: str = Field("defaults", description="best, defaults, or a YAML file of values")
+    seeds: int = Field(3, ge=1)
+
+
 class ConfirmConfig(_Strict):
     """Re-runs of configurations at the full budget with fresh seeds (``sslstudy
     confirm``): the ``top`` best and ``random`` others of each method, ``seeds`` each."""
@@ -182,6 +196,7 @@ class StudyConfig(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     tracking: TrackingConfig = TrackingConfig()
     methods: dict[str, MethodConfig] = Field(min_length=1)
+    sweep: SweepConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,21 +58,23 @@ class SweepSpec:
                 for v, w in itertools.product(self.values, self.values2)]
 
 
-def parse_values(method: str, flag: str, param: str, text: str) -> tuple[Any, ...]:
-    """``V1,V2,...`` read as the hyperparameter's kind, each inside its domain."""
+def typed_values(method: str, flag: str, param: str, given: Sequence[Any]) -> tuple[Any, ...]:
+    """The values of ``param`` (text from a flag, or YAML values), each read as the
+    hyperparameter's kind and checked against its domain."""
     declared = declared_hyperparameters(method)
     if param not in declared:
         raise ConfigError(f"--{flag}: {param!r} is not a hyperparameter of {method}; allowed: "
                           f"{', '.join(sorted(declared))}")
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ConfigError(f"--values: expected V1,V2,... for {param}, got {text!r}")
+    values_flag = "--values" if flag == "param" else "--values2"
+    if not given:
+        raise ConfigError(f"{values_flag}: expected V1,V2,... for {param}")
     try:
-        values = tuple(declared[param].parse(param, item) for item in items)
+        values = tuple(declared[param].parse(param, v) if isinstance(v, str)
+                       else declared[param].check(param, v) for v in given)
     except ValueError as exc:
-        raise ConfigError(f"--values {exc}") from None
+        raise ConfigError(f"{values_flag} {exc}") from None
     if len(set(map(repr, values))) != len(values):
-        raise ConfigError(f"--values: {param} lists a value twice: {text!r}")
+        raise ConfigError(f"{values_flag}: {param} lists a value twice: {list(given)}")
     return values
 
 
@@ -129,15 +131,15 @@ def plan_sweep(config: StudyConfig, spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def run_sweep(
-    config_path: Path, overrides: Mapping[str, Any], spec: SweepSpec, address: str | None,
-    resume: bool,
+    config_path: Path, overrides: Mapping[str, Any], flags: Mapping[str, Any],
+    address: str | None, resume: bool,
 ) -> int:
+    """``flags``: the command's sweep flags (method, param, values, ...; None where not
+    given), over the config's ``sweep`` section."""
     from study.grid import FixedRun, run_fixed
 
     config = load_config(config_path, overrides)
-    if spec.method not in config.methods:
-        raise ConfigError(f"--method: {spec.method!r} is not in the config; allowed: "
-                          f"{', '.join(config.methods)}")
+    spec = sweep_spec(config, flags)
     cells = plan_sweep(config, spec)
     tracking_uri = check_tracking(config, address)
     sweep_config = config.model_copy(update={"name": f"{config.name}-{spec.name}"})
@@ -201,21 +203,31 @@ def start_sweep_run(
     return TrackingTarget(tracking_uri, experiment_id, run_id)
 
 
-def sweep_spec(method: str, param: str, values: str, param2: str | None, values2: str | None,
-               around: str, seeds: int) -> SweepSpec:
-    """The sweep the flags describe, every value checked against its domain."""
+def sweep_spec(config: StudyConfig, flags: Mapping[str, Any]) -> SweepSpec:
+    """The sweep the config's ``sweep`` section and the flags (which win) describe, every
+    value checked against its domain."""
     from trainables.methods import METHODS
 
+    section = config.sweep.model_dump() if config.sweep is not None else {}
+    given = {k: v for k, v in section.items() if v is not None}
+    given.update({k: v for k, v in flags.items() if v is not None})
+    for key in ("method", "param", "values"):
+        if key not in given:
+            raise ConfigError(f"--{key}: required (or the config's sweep.{key})")
+    method = given["method"]
     if method not in METHODS:
         raise ConfigError(f"--method: unknown {method!r}; allowed: {', '.join(sorted(METHODS))}")
+    if method not in config.methods:
+        raise ConfigError(f"--method: {method!r} is not in the config; allowed: "
+                          f"{', '.join(config.methods)}")
+    param2, values2 = given.get("param2"), given.get("values2")
     if (param2 is None) != (values2 is None):
         missing = "--values2" if values2 is None else "--param2"
         raise ConfigError(f"{missing}: --param2 and --values2 go together")
-    if param2 is not None and param2 == param:
-        raise ConfigError(f"--param2: must differ from --param ({param})")
+    if param2 is not None and param2 == given["param"]:
+        raise ConfigError(f"--param2: must differ from --param ({param2})")
     return SweepSpec(
-        method, param, parse_values(method, "param", param, values),
-        param2, parse_values(method, "param2", param2, values2) if param2 else (),
-        around, seeds,
+        method, given["param"], typed_values(method, "param", given["param"], given["values"]),
+        param2, typed_values(method, "param2", param2, values2) if param2 else (),
+        given.get("around", "defaults"), int(given.get("seeds", 3)),
     )
-

@@ -100,6 +100,30 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     assert max(t.value for t in complete) >= best_before
 
 
+def test_a_killed_sweep_resumes_without_duplicate_runs(cluster_address, tmp_path: Path) -> None:
+    """Sweeps and confirmation runs share the grid machinery; its resume keeps one MLflow
+    run per cell and seed, as a search's does."""
+    config = write_study_config(tmp_path, "swp", {"simclr": {"space": SMALL}},
+                                train={"epochs": 3})
+    command = [sys.executable, "-m", "study.cli", "sweep", str(config), "--method", "simclr",
+               "--param", "temperature", "--values", "0.1,0.3,1.0", "--seeds", "1",
+               "--around", "defaults", "--address", cluster_address, "--max-concurrent", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any(r.data.tags.get("status") == "completed"
+                              for r in _children(tmp_path, "swp")), 240, "a completed run")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert main([*command[3:], "--resume"]) == 0
+    runs = [r for r in _children(tmp_path, "swp") if r.data.tags["status"] != "orphaned"]
+    assert all(r.info.status != "RUNNING" for r in _children(tmp_path, "swp"))
+    trial_ids = [r.data.tags["trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids)) == 3, "one MLflow run per cell and seed"
+    assert sorted(r.data.params["temperature"] for r in runs) == ["0.1", "0.3", "1.0"]
+    assert all(r.data.tags["status"] == "completed" for r in runs)
+
+
 def _trial_process_ids() -> list[int]:
     listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                              check=True).stdout

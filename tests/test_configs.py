@@ -1,0 +1,29 @@
+"""Every config the repository ships validates, and every sweep it describes resolves to
+checked configurations (the GPU-sized paper configs included, without their data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from study.config import load_config
+from study.sweep import plan_sweep, sweep_spec
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.name))
+def test_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    if config.sweep is not None:
+        spec = sweep_spec(config, {})
+        cells = plan_sweep(config, spec)
+        assert len(cells) == len(spec.values) * max(1, len(spec.values2))
+        assert path.read_text().startswith("#"), "a sweep config states its source"
+
+
+def test_each_paper_sweep_has_a_demo_sized_twin() -> None:
+    paper = {p.stem for p in CONFIGS if p.parent.name == "paper"}
+    gpu = {name for name in paper if not name.startswith("demo-")}
+    assert gpu and {f"demo-{name}" for name in gpu} == paper - gpu
