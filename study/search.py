@@ -103,6 +103,7 @@ def run_search(
     state = _resume_state(config, root, resume)
     dataset = checks.load_study_dataset(config)
     checks.check_batch_sizes(spaces, dataset, config.resources.workers_per_trial)
+    checks.check_image_geometry(spaces, dataset)
     starts_local_ray = address is None and not ray.is_initialized()
     if starts_local_ray:
         check_fits(config.resources, local_machine(), fixed=True)

@@ -60,10 +60,55 @@ def test_cpc_grid_and_representation(tiny_shapes) -> None:
     assert torch.isfinite(loss) and all(p.grad is not None for p in cpc.predictors.parameters())
 
 
-def test_cpc_refuses_more_prediction_steps_than_grid_rows(tiny_shapes) -> None:
-    cpc = make_method("cpc", tiny_shapes, patch_size=16, pred_steps=3)
-    with pytest.raises(ValueError, match="pred_steps 3 needs more than 3 grid rows"):
-        cpc([torch.rand(4, 3, 32, 32)])
+class RowIndex(torch.nn.Module):
+    """A stand-in context network: every context vector holds its grid row's index."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.arange(z.shape[2], dtype=z.dtype).view(1, 1, -1, 1).expand_as(z)
+
+
+@pytest.mark.parametrize("patch_size,pred_steps", [(8, 3), (9, 2), (12, 2), (4, 1)])
+def test_cpc_targets_share_no_pixels_with_their_context(
+    tiny_shapes, monkeypatch, patch_size: int, pred_steps: int
+) -> None:
+    """Every (context, target) pair the loss is given: the target patch's pixel rows lie
+    entirely below every pixel the context at row i has seen (the patches of rows <= i)."""
+    cpc = make_method("cpc", tiny_shapes, patch_size=patch_size, pred_steps=pred_steps)
+    stride = max(1, patch_size // 2)
+    rows = (32 - patch_size) // stride + 1
+    cols = rows
+    # Contexts that carry their own row index, predictors that pass them through: a
+    # prediction then says which context row it came from.
+    cpc.context = RowIndex()
+    with torch.no_grad():
+        for predictor in cpc.predictors:
+            predictor.weight.copy_(torch.eye(cpc.feature_dim).view(*predictor.weight.shape))
+            predictor.bias.zero_()
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def record(predictions, candidates, targets, temperature):
+        pairs.append((predictions[:, 0].round().long(), targets))
+        return predictions.sum() * 0
+
+    monkeypatch.setattr("trainables.methods.cpc.cpc_info_nce", record)
+    cpc([torch.rand(2, 3, 32, 32)])
+    assert len(pairs) == pred_steps
+    for context_row, targets in pairs:
+        assert len(targets) > 0
+        target_row = targets // cols % rows
+        context_bottom = context_row * stride + patch_size  # last seen pixel row + 1
+        assert (target_row * stride >= context_bottom).all()
+
+
+def test_cpc_refuses_more_prediction_steps_than_its_grid_allows(tiny_shapes) -> None:
+    """A 3x3 grid (16-pixel patches on 32-pixel images) leaves one row to predict: the row
+    right below a context overlaps it."""
+    make_method("cpc", tiny_shapes, patch_size=16, pred_steps=1)
+    with pytest.raises(ValueError, match="pred_steps and patch_size: predicting 2 row"):
+        make_method("cpc", tiny_shapes, patch_size=16, pred_steps=2)
+    make_method("cpc", tiny_shapes, patch_size=12, pred_steps=2)
+    with pytest.raises(ValueError, match="needs a grid of at least 5 rows"):
+        make_method("cpc", tiny_shapes, patch_size=12, pred_steps=3)
 
 
 def test_spatial_contrasting_views_are_two_patches(tiny_shapes) -> None:

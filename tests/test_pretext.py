@@ -244,5 +244,5 @@ def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(tiny_shapes) ->
                       with_linear=True)
     assert block2["linear_acc"] != last["linear_acc"]
     # CPC evaluates its patch-grid mean, from the requested block as well.
-    cpc = make_method("cpc", tiny_shapes, patch_size=16)
+    cpc = make_method("cpc", tiny_shapes, patch_size=16, pred_steps=1)
     assert cpc.representation(2)(torch.rand(2, 3, 32, 32)).shape == (2, cpc.encoder.channels[1])

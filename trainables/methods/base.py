@@ -4,7 +4,8 @@ A method is an ``nn.Module`` that owns the encoder and whatever heads, momentum 
 queues it needs, and turns a list of augmented views into a scalar loss. It knows nothing
 of Ray, MLflow, optimisers or data loading; the loop knows nothing of the method beyond
 this contract. It receives its hyperparameter values already resolved and checked
-(``trainables.hyperparameters``) and never checks them again.
+(``trainables.hyperparameters``), where the relations it declares between them
+(``constraints``) are checked too, and never checks them again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from search_spaces import Hyperparameter
+from search_spaces import AtLeast, Hyperparameter
 from trainables.augment import AugmentationPolicy, augment
 from trainables.backbones import Encoder, StageFeatures
 from trainables.distributed import LOCAL, Collective
@@ -32,6 +33,12 @@ class SSLMethod(nn.Module, ABC):
     source: ClassVar[str]
     #: The method's own hyperparameters with their defaults and domains.
     hyperparameters: ClassVar[Mapping[str, Hyperparameter]]
+    #: Relations between the method's hyperparameters that their domains cannot express
+    #: one at a time; a trial's values and every search space must keep them.
+    constraints: ClassVar[Sequence[AtLeast]] = ()
+    #: The hyperparameters (ints or choices) on which ``check_image_size`` depends; a
+    #: study checks every combination of them its search space can propose.
+    image_parameters: ClassVar[Sequence[str]] = ()
     #: How many augmented views of each image the default ``make_views`` produces.
     num_views: ClassVar[int] = 2
     #: The backbone this method always uses whatever the study's ``train.backbone`` (a
@@ -65,6 +72,12 @@ class SSLMethod(nn.Module, ABC):
     def encoder_options(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         """Keyword arguments for ``build_encoder`` that depend on the method's values."""
         return {}
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        """Raise ValueError naming the hyperparameters if ``values`` cannot work on square
+        images of ``image_size`` pixels (a patch grid too small for what it must hold);
+        by default any values work on any size."""
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
