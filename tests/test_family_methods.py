@@ -215,10 +215,60 @@ def test_dim_prior_matching_is_a_min_max_game(tiny_shapes) -> None:
     grad_disc = last.grad.clone()
     encoder_grad = method.encoder.stages[-1][0].weight.grad.clone()
     method.zero_grad()
-    prior = torch.rand(8, method.feature_dim)
-    encoded = torch.sigmoid(pool(method.encoder.feature_maps(images)[-1]))
+    prior = torch.rand(8, method.values["global_dim"])
+    encoded = torch.sigmoid(method.global_layer(pool(method.encoder.feature_maps(images)[-1])))
     discriminator_loss(method.discriminator(prior), method.discriminator(encoded)).backward()
     assert grad_disc.abs().sum() > 0
     # Through the reversal the encoder moves against the discriminator's objective.
     direct = method.encoder.stages[-1][0].weight.grad
     assert torch.dot(encoder_grad.flatten(), direct.flatten()) < 0
+
+
+def _discriminator_inputs(method, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior samples, sigmoid(E(x))) as Deep InfoMax's forward hands them to its
+    discriminator, in that order."""
+    seen: list[torch.Tensor] = []
+    hook = method.discriminator.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            method([images])
+    finally:
+        hook.remove()
+    prior, encoded = seen
+    return prior, encoded
+
+
+def test_dim_prior_can_be_matched_on_both_halves_of_the_unit_interval(tiny_shapes) -> None:
+    """The uniform prior covers [0, 1]; sigmoid(E(x)) must be able to as well, or a
+    discriminator always wins (a ReLU'd global vector has its sigmoid in [0.5, 1))."""
+    method = make_method("dim", tiny_shapes, gamma=0.1)
+    images = tiny_shapes.pretrain_images[:64].float() / 255
+    prior, encoded = _discriminator_inputs(method, images)
+    assert encoded.shape == prior.shape
+    assert (encoded < 0.5).float().mean() > 0.1
+    assert (encoded > 0.5).float().mean() > 0.1
+
+
+def test_dim_discriminator_does_not_trivially_win_after_short_training(tiny_shapes) -> None:
+    """A short training of the min-max game (the global term off, so prior matching
+    weighs more) leaves the discriminator far from separating prior and encoded samples:
+    its loss stays near chance (log 4) instead of falling to 0, as it does when the
+    encoded samples cannot reach half of the prior's support."""
+    method = make_method("dim", tiny_shapes, alpha=0.0, gamma=1.0, global_dim=8)
+    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    policy = AugmentationPolicy.from_strength(0.5)
+    images = tiny_shapes.pretrain_images
+    for _ in range(60):
+        batch = images[torch.randint(0, len(images), (32,), generator=generator)]
+        loss = method(method.make_views(batch, policy, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    prior, encoded = _discriminator_inputs(method, images[:128].float() / 255)
+    with torch.no_grad():
+        real, fake = method.discriminator(prior), method.discriminator(encoded)
+        accuracy = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
+        assert discriminator_loss(real, fake) > 0.5
+    assert accuracy < 0.9
