@@ -152,6 +152,41 @@ def test_patch_triplet_trains_one_layer_after_the_other(tiny_shapes) -> None:
         method.begin_epoch(1, 1)
 
 
+def test_patch_triplet_evaluates_only_the_layers_trained_so_far(tiny_shapes) -> None:
+    """During layer 1's epochs layer 2 is still at its random initialisation: evaluation,
+    at the last stage or at train.eval_layer 2, must not read through it."""
+    method = make_method("patch_triplet", tiny_shapes, layers=2, filters1=8, filters2=6)
+    images = torch.rand(4, 3, 32, 32)
+    second = method.encoder.stages[1][0].weight
+    for epoch in (1, 2):
+        method.begin_epoch(epoch, 4)
+        before = [method.representation(depth)(images) for depth in (None, 2)]
+        with torch.no_grad():
+            second.add_(torch.randn_like(second))
+        after = [method.representation(depth)(images) for depth in (None, 2)]
+        for old, new in zip(before, after, strict=True):
+            assert old.shape == (4, 8)
+            torch.testing.assert_close(old, new)
+    method.begin_epoch(3, 4)
+    before = method.representation()(images)
+    with torch.no_grad():
+        second.add_(torch.randn_like(second))
+    assert before.shape == (4, 6)
+    assert not torch.allclose(before, method.representation()(images))
+    with pytest.raises(ValueError, match="eval_layer: got 3"):
+        method.representation(3)
+
+
+def test_patch_triplet_evaluates_with_the_pooling_it_trains_with(tiny_shapes) -> None:
+    """The source embeds a patch by max-pooling the layer's output; evaluation embeds a
+    whole image the same way, at every stage of the schedule."""
+    method = make_method("patch_triplet", tiny_shapes, layers=2, filters1=8, filters2=6)
+    images = torch.rand(4, 3, 32, 32)
+    for epoch in (1, 2):
+        method.begin_epoch(epoch, 2)
+        torch.testing.assert_close(method.representation()(images), method.embed(images))
+
+
 def test_patch_triplet_positives_are_distinct_adjacent_patches(tiny_shapes) -> None:
     method = make_method("patch_triplet", tiny_shapes, layers=1, max_shift=2)
     method.begin_epoch(1, 1)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from search_spaces import AtLeast, Hyperparameter
 from trainables.augment import AugmentationPolicy, augment
-from trainables.backbones import Encoder, StageFeatures
+from trainables.backbones import Encoder, Pooling, StageFeatures, check_depth
 from trainables.distributed import LOCAL, Collective
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ class SSLMethod(nn.Module, ABC):
     #: False when some trainable parameters get no gradient in some steps (layer-wise
     #: training), so that DistributedDataParallel must look for unused parameters.
     uses_all_parameters: ClassVar[bool] = True
+    #: How the evaluated stage's feature map becomes a vector: global average pooling, or
+    #: the global max for a method whose source embeds that way.
+    feature_pooling: ClassVar[Pooling] = "mean"
 
     def __init__(
         self,
@@ -91,10 +94,25 @@ class SSLMethod(nn.Module, ABC):
         """Called by the loop before every epoch (1-based) of ``epochs``, also after a
         resume; methods with a schedule of their own (layer-wise training) follow it."""
 
+    def trained_depth(self) -> int:
+        """The deepest encoder stage (1-based) that training has reached so far: by
+        default all of them, since training is end to end. A method that trains its stages
+        one after the other returns the stage in training, so that evaluation (the early
+        rungs of a scheduler, the early budgets of an analysis) never reads features
+        through a stage still at its random initialisation."""
+        return len(self.encoder.stages)
+
     def representation(self, depth: int | None = None) -> nn.Module:
         """The module whose output is evaluated: images in [0, 1] to feature vectors,
-        from the encoder's stage ``depth`` (1-based) or, by default, its last."""
-        return self.encoder if depth is None else StageFeatures(self.encoder, depth)
+        from the encoder's stage ``depth`` (1-based) or, by default, its last, but never
+        deeper than ``trained_depth()``, pooled by ``feature_pooling``."""
+        stages = len(self.encoder.stages)
+        if depth is not None:
+            check_depth(self.encoder, depth)
+        depth = min(stages if depth is None else depth, self.trained_depth())
+        if depth == stages and self.feature_pooling == "mean":
+            return self.encoder
+        return StageFeatures(self.encoder, depth, self.feature_pooling)
 
     def extra_evaluation(self, dataset: ImageDataset, device: torch.device) -> dict[str, float]:
         """Method-specific metrics computed once, after the last epoch (rank 0 only)."""
