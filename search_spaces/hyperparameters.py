@@ -3,7 +3,9 @@
 Plain Python, at the bottom of the layers: methods declare their hyperparameters with
 :class:`Hyperparameter`, the search-space checks and the config validation reason about
 them without building a network, and :func:`resolve_hyperparameters` turns given values
-into checked ones once, at a trial's entry point.
+into checked ones once, at a trial's entry point. A method declares the relations its
+values must keep with one another as :class:`AtLeast` constraints, checked on a trial's
+values and on the bounds of a search space.
 """
 
 from __future__ import annotations
@@ -90,6 +92,41 @@ class Hyperparameter:
         return not (
             self.high is not None and (value > self.high or (self.high_open and value == self.high))
         )
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A constraint between two numeric hyperparameters: ``name >= factor * other``.
+
+    Domains bound one hyperparameter at a time; this bounds a pair (relative patch
+    location's ``gap`` must keep patches of neighbouring cells apart whatever their
+    ``jitter``). ``factor`` is non-negative, so a search space admits a violation exactly
+    when the smallest ``name`` it can propose is below ``factor`` times the largest
+    ``other``. ``why`` says what a violation breaks, for the error message.
+    """
+
+    name: str
+    factor: float
+    other: str
+    why: str
+
+    def _rule(self) -> str:
+        return f"{self.name} must be at least {self.factor:g} x {self.other} ({self.why})"
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Raise ValueError naming both hyperparameters if ``values`` break the constraint."""
+        value, other = values[self.name], values[self.other]
+        if value < self.factor * other:
+            raise ValueError(f"{self.name} and {self.other}: {self._rule()}; got "
+                             f"{self.name}={value!r} with {self.other}={other!r}")
+
+    def check_bounds(self, name_low: float, other_high: float) -> None:
+        """Raise ValueError naming both hyperparameters if a search space in which
+        ``name`` can be as low as ``name_low`` and ``other`` as high as ``other_high``
+        admits a violating combination."""
+        if name_low < self.factor * other_high:
+            raise ValueError(f"{self.name} and {self.other}: {self._rule()}, but the space "
+                             f"admits {self.name}={name_low!r} with {self.other}={other_high!r}")
 
 
 def resolve_hyperparameters(

@@ -14,14 +14,14 @@ knows Optuna: ``search_spaces.distributions`` converts a space for a search.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
 import yaml
 
-from search_spaces.hyperparameters import Hyperparameter
+from search_spaces.hyperparameters import AtLeast, Hyperparameter
 
 Scale = Literal["linear", "log", "log1m"]
 _NUMERIC_KEYS = {"type", "low", "high", "scale", "step"}
@@ -78,6 +78,31 @@ class SearchSpace:
     def defaults(self, declared: Mapping[str, Hyperparameter]) -> dict[str, Any]:
         """Values for a single run without search: fixed values, else declared defaults."""
         return {name: self.fixed.get(name, hp.default) for name, hp in declared.items()}
+
+    def bounds(self, name: str, default: Any) -> tuple[Any, Any]:
+        """The smallest and largest value a trial of this space can give ``name``: its
+        range, its choices, its fixed value, or ``default`` (the declared one) if the
+        space leaves it alone."""
+        spec = self.params.get(name)
+        if spec is None:
+            value = self.fixed.get(name, default)
+            return value, value
+        if spec.type == "categorical":
+            return min(spec.choices), max(spec.choices)
+        return spec.low, spec.high
+
+    def candidates(self, name: str, default: Any) -> tuple[Any, ...]:
+        """Every value a trial of this space can give ``name``: its choices, every integer
+        of its int range, its fixed value, or ``default``. A float range has no such
+        list (ValueError)."""
+        spec = self.params.get(name)
+        if spec is None:
+            return (self.fixed.get(name, default),)
+        if spec.type == "categorical":
+            return spec.choices
+        if spec.type == "float":
+            raise ValueError(f"{name}: a float range has no finite list of values")
+        return tuple(range(int(spec.low), int(spec.high) + 1, int(spec.step or 1)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +199,7 @@ def build_space(
     declared: Mapping[str, Hyperparameter],
     overrides: Mapping[str, Any] | None = None,
     *,
+    constraints: Sequence[AtLeast] = (),
     replace_defaults: bool = False,
     where: str = "",
 ) -> SearchSpace:
@@ -182,6 +208,8 @@ def build_space(
     An override that is a mapping changes the default spec key by key (``{low: 0.05}``
     narrows, ``{type: categorical, choices: [...]}`` replaces); a plain value fixes the
     parameter for every trial. With ``replace_defaults`` the overrides are the whole space.
+    A space whose bounds admit values that break one of the method's ``constraints`` is
+    refused, so that a search never proposes a trial that would fail on its values.
     ``where`` prefixes error paths (e.g. ``methods.simclr.space``).
     """
     prefix = where or f"{method}.space"
@@ -206,5 +234,13 @@ def build_space(
             )
         else:
             fixed[name] = _check(path, declared[name], raw)
-    return SearchSpace(method, params, fixed)
+    space = SearchSpace(method, params, fixed)
+    for constraint in constraints:
+        name_low = space.bounds(constraint.name, declared[constraint.name].default)[0]
+        other_high = space.bounds(constraint.other, declared[constraint.other].default)[1]
+        try:
+            constraint.check_bounds(name_low, other_high)
+        except ValueError as exc:
+            raise SearchSpaceError(f"{prefix}: {exc}") from None
+    return space
 

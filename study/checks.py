@@ -1,5 +1,6 @@
 """Input checks that run before anything is written or started, Ray included: the
-tracking store, the study directory, the dataset and the batch sizes it must hold.
+tracking store, the study directory, the dataset, the batch sizes it must hold and the
+methods' patch geometry on its images.
 
 Each failure is a ``ConfigError`` naming the key or flag and what is allowed. Probing a
 directory creates and removes a temporary one, so nothing is left behind.
@@ -7,11 +8,13 @@ directory creates and removes a temporary one, so nothing is left behind.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from search_spaces import SearchSpace
 from study.config import ConfigError, StudyConfig
@@ -27,6 +30,7 @@ from trainables.data import (
     with_validation,
 )
 from trainables.hyperparameters import declared_hyperparameters
+from trainables.methods import method_class
 
 
 def check_creatable_dir(field: str, path: Path) -> None:
@@ -159,3 +163,26 @@ def check_batch_size(field: str, batch_size: int, dataset: ImageDataset) -> None
             f"{field}: {batch_size} exceeds the {len(dataset)} pretraining images "
             f"of {dataset.name!r}"
         )
+
+
+def check_image_size(field: str, method: str, values: Mapping[str, Any],
+                     dataset: ImageDataset) -> None:
+    """The method's ``values`` work on the dataset's images (``SSLMethod.check_image_size``)."""
+    try:
+        method_class(method).check_image_size(values, dataset.image_size)
+    except ValueError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
+
+
+def check_image_geometry(spaces: Mapping[str, SearchSpace], dataset: ImageDataset) -> None:
+    """Every combination of values a search space can propose for the parameters that its
+    method's fit to an image size depends on (``SSLMethod.image_parameters``) fits the
+    dataset's images, so that no trial of the search fails on it."""
+    for method, space in spaces.items():
+        declared = declared_hyperparameters(method)
+        names = method_class(method).image_parameters
+        options = [space.candidates(name, declared[name].default) for name in names]
+        base = space.defaults(declared)
+        for combination in itertools.product(*options):
+            values = {**base, **dict(zip(names, combination, strict=True))}
+            check_image_size(f"methods.{method}.space", method, values, dataset)

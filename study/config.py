@@ -237,7 +237,8 @@ class StudyConfig(_Strict):
         return validation(self.search.metric)
 
     def spaces(self) -> dict[str, SearchSpace]:
-        """Each method's validated search space (default merged with the overrides)."""
+        """Each method's validated search space (default merged with the overrides), which
+        must not admit values that break the method's constraints."""
         out = {}
         for method, method_cfg in self.methods.items():
             try:
@@ -245,6 +246,7 @@ class StudyConfig(_Strict):
                     method,
                     declared_hyperparameters(method),
                     method_cfg.space,
+                    constraints=METHODS[method].constraints,
                     replace_defaults=method_cfg.replace_space,
                     where=f"methods.{method}.space",
                 )

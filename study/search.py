@@ -47,6 +47,7 @@ def run_search(
     state = resume_state(config, root, resume)
     dataset = checks.load_study_dataset(config)
     checks.check_batch_sizes(spaces, dataset, config.resources.workers_per_trial)
+    checks.check_image_geometry(spaces, dataset)
 
     def start_parent() -> TrackingTarget:
         return start_study_run(

@@ -146,6 +146,9 @@ def run_sweep(
     root = study_root(sweep_config)
     state = resume_state(sweep_config, root, resume)
     dataset = checks.load_study_dataset(config)
+    for values in cells:
+        checks.check_image_size("--values", spec.method,
+                                resolve_trial(spec.method, values).method, dataset)
     sizes = sorted({int(c["batch_size"]) for c in cells})
     checks.check_batch_size("--values", sizes[-1], dataset)
     uneven = [b for b in sizes if b % config.resources.workers_per_trial]

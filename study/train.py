@@ -50,6 +50,7 @@ def run_train(
     checks.check_experiment(tracking_uri, config.experiment)
     dataset = checks.load_study_dataset(config)
     checks.check_batch_size("batch_size", hyperparameters.training.batch_size, dataset)
+    checks.check_image_size("--param", method, hyperparameters.method, dataset)
 
     checks.prepare_sqlite_dir(tracking_uri)
     experiment_id = get_or_create_experiment(tracking_uri, config.experiment)

@@ -163,6 +163,13 @@ CONFIG_CASES = [
      "methods.simclr.space.batch_size.type: float does not fit a int hyperparameter"),
     (_with("methods.simclr.space", {"temperature": "warm"}),
      "methods.simclr.space.temperature: value: got 'warm'"),
+    (_with("methods", {"relative_patch": {"space": {"gap": {"low": 0, "high": 3}}}}),
+     "methods.relative_patch.space: gap and jitter: gap must be at least 2 x jitter"),
+    (_with("methods", {"relative_patch": {"space": {"gap": 1}}}),
+     "methods.relative_patch.space: gap and jitter: "),
+    (_with("methods", {"cpc": {"space": {"patch_size": {"choices": [12, 16]}}}}),
+     "methods.cpc.space: pred_steps and patch_size: predicting 2 row(s) with 16-pixel "
+     "patches needs a grid of at least 4 rows"),
 ]
 
 
@@ -199,6 +206,8 @@ def test_bad_config_is_one_line_exit_2_and_writes_nothing(
 def _write_base(workdir: Path) -> Path:
     path = workdir / "study.yaml"
     path.write_text(yaml.safe_dump(BASE))
+    for method in ("relative_patch", "cpc"):
+        (workdir / f"{method}.yaml").write_text(yaml.safe_dump(_with("methods", {method: {}})))
     return path
 
 
@@ -260,6 +269,11 @@ def _write_base(workdir: Path) -> Path:
         (["train", "{config}", "--param", "queue_size=8"], "queue_size: unknown hyperparameter"),
         (["train", "{config}", "--param", "novalue"], "expected NAME=VALUE"),
         (["train", "{config}", "--param", "batch_size=4096"], "batch_size: 4096 exceeds"),
+        (["train", "{relative_patch}", "--param", "gap=0", "--param", "jitter=1"],
+         "--param gap and jitter: gap must be at least 2 x jitter"),
+        (["train", "{cpc}", "--param", "patch_size=16", "--param", "pred_steps=2",
+          "--param", "batch_size=64"],
+         "--param: pred_steps and patch_size: predicting 2 row(s) with 16-pixel patches"),
         (["analyze", "--experiment", "x", "--out", "r"], "no MLflow database"),
         (["analyze", "--experiment", "x", "--out", "r", "--budget", "soon"], "--budget"),
         (["analyze", "--experiment", "x"], "--out"),
@@ -272,7 +286,9 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
     config = _write_base(workdir)
     (workdir / "bad.yaml").write_text("methods: [simclr\n")
     before = _snapshot(workdir)
-    code, err = _run([a.replace("{config}", str(config)) for a in args], capsys)
+    names = {"{config}": config, "{relative_patch}": workdir / "relative_patch.yaml",
+             "{cpc}": workdir / "cpc.yaml"}
+    code, err = _run([str(names.get(a, a)) for a in args], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sslstudy: error: "), err
     assert message in err

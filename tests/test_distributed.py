@@ -75,8 +75,9 @@ CASES = {
     "moco": Case("moco", {"proj_dim": 4, "proj_hidden_dim": 8, "temperature": 0.3,
                           "queue_size": 16, "momentum": 0.9},
                  _flat_encoder, 2, replace_heads=True, extra_state=("queue",)),
+    # 10-pixel images give a 4-row grid: targets 2 and 3 rows below a context.
     "cpc": Case("cpc", {"patch_size": 4, "pred_steps": 2, "temperature": 0.5},
-                _conv_encoder, 8, views=1),
+                _conv_encoder, 10, views=1),
     "spatial_contrasting-last_two": Case(
         "spatial_contrasting", {"layers": "last_two", "temperature": 0.7}, _conv_encoder, 6),
     **{f"dim-{estimator}": Case(

@@ -60,10 +60,55 @@ def test_cpc_grid_and_representation(tiny_shapes) -> None:
     assert torch.isfinite(loss) and all(p.grad is not None for p in cpc.predictors.parameters())
 
 
-def test_cpc_refuses_more_prediction_steps_than_grid_rows(tiny_shapes) -> None:
-    cpc = make_method("cpc", tiny_shapes, patch_size=16, pred_steps=3)
-    with pytest.raises(ValueError, match="pred_steps 3 needs more than 3 grid rows"):
-        cpc([torch.rand(4, 3, 32, 32)])
+class RowIndex(torch.nn.Module):
+    """A stand-in context network: every context vector holds its grid row's index."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.arange(z.shape[2], dtype=z.dtype).view(1, 1, -1, 1).expand_as(z)
+
+
+@pytest.mark.parametrize("patch_size,pred_steps", [(8, 3), (9, 2), (12, 2), (4, 1)])
+def test_cpc_targets_share_no_pixels_with_their_context(
+    tiny_shapes, monkeypatch, patch_size: int, pred_steps: int
+) -> None:
+    """Every (context, target) pair the loss is given: the target patch's pixel rows lie
+    entirely below every pixel the context at row i has seen (the patches of rows <= i)."""
+    cpc = make_method("cpc", tiny_shapes, patch_size=patch_size, pred_steps=pred_steps)
+    stride = max(1, patch_size // 2)
+    rows = (32 - patch_size) // stride + 1
+    cols = rows
+    # Contexts that carry their own row index, predictors that pass them through: a
+    # prediction then says which context row it came from.
+    cpc.context = RowIndex()
+    with torch.no_grad():
+        for predictor in cpc.predictors:
+            predictor.weight.copy_(torch.eye(cpc.feature_dim).view(*predictor.weight.shape))
+            predictor.bias.zero_()
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def record(predictions, candidates, targets, temperature):
+        pairs.append((predictions[:, 0].round().long(), targets))
+        return predictions.sum() * 0
+
+    monkeypatch.setattr("trainables.methods.cpc.cpc_info_nce", record)
+    cpc([torch.rand(2, 3, 32, 32)])
+    assert len(pairs) == pred_steps
+    for context_row, targets in pairs:
+        assert len(targets) > 0
+        target_row = targets // cols % rows
+        context_bottom = context_row * stride + patch_size  # last seen pixel row + 1
+        assert (target_row * stride >= context_bottom).all()
+
+
+def test_cpc_refuses_more_prediction_steps_than_its_grid_allows(tiny_shapes) -> None:
+    """A 3x3 grid (16-pixel patches on 32-pixel images) leaves one row to predict: the row
+    right below a context overlaps it."""
+    make_method("cpc", tiny_shapes, patch_size=16, pred_steps=1)
+    with pytest.raises(ValueError, match="pred_steps and patch_size: predicting 2 row"):
+        make_method("cpc", tiny_shapes, patch_size=16, pred_steps=2)
+    make_method("cpc", tiny_shapes, patch_size=12, pred_steps=2)
+    with pytest.raises(ValueError, match="needs a grid of at least 5 rows"):
+        make_method("cpc", tiny_shapes, patch_size=12, pred_steps=3)
 
 
 def test_spatial_contrasting_views_are_two_patches(tiny_shapes) -> None:
@@ -105,6 +150,41 @@ def test_patch_triplet_trains_one_layer_after_the_other(tiny_shapes) -> None:
     assert all(p.grad is not None for p in second.parameters())
     with pytest.raises(ValueError, match="at least 2 epochs"):
         method.begin_epoch(1, 1)
+
+
+def test_patch_triplet_evaluates_only_the_layers_trained_so_far(tiny_shapes) -> None:
+    """During layer 1's epochs layer 2 is still at its random initialisation: evaluation,
+    at the last stage or at train.eval_layer 2, must not read through it."""
+    method = make_method("patch_triplet", tiny_shapes, layers=2, filters1=8, filters2=6)
+    images = torch.rand(4, 3, 32, 32)
+    second = method.encoder.stages[1][0].weight
+    for epoch in (1, 2):
+        method.begin_epoch(epoch, 4)
+        before = [method.representation(depth)(images) for depth in (None, 2)]
+        with torch.no_grad():
+            second.add_(torch.randn_like(second))
+        after = [method.representation(depth)(images) for depth in (None, 2)]
+        for old, new in zip(before, after, strict=True):
+            assert old.shape == (4, 8)
+            torch.testing.assert_close(old, new)
+    method.begin_epoch(3, 4)
+    before = method.representation()(images)
+    with torch.no_grad():
+        second.add_(torch.randn_like(second))
+    assert before.shape == (4, 6)
+    assert not torch.allclose(before, method.representation()(images))
+    with pytest.raises(ValueError, match="eval_layer: got 3"):
+        method.representation(3)
+
+
+def test_patch_triplet_evaluates_with_the_pooling_it_trains_with(tiny_shapes) -> None:
+    """The source embeds a patch by max-pooling the layer's output; evaluation embeds a
+    whole image the same way, at every stage of the schedule."""
+    method = make_method("patch_triplet", tiny_shapes, layers=2, filters1=8, filters2=6)
+    images = torch.rand(4, 3, 32, 32)
+    for epoch in (1, 2):
+        method.begin_epoch(epoch, 2)
+        torch.testing.assert_close(method.representation()(images), method.embed(images))
 
 
 def test_patch_triplet_positives_are_distinct_adjacent_patches(tiny_shapes) -> None:
@@ -170,10 +250,60 @@ def test_dim_prior_matching_is_a_min_max_game(tiny_shapes) -> None:
     grad_disc = last.grad.clone()
     encoder_grad = method.encoder.stages[-1][0].weight.grad.clone()
     method.zero_grad()
-    prior = torch.rand(8, method.feature_dim)
-    encoded = torch.sigmoid(pool(method.encoder.feature_maps(images)[-1]))
+    prior = torch.rand(8, method.values["global_dim"])
+    encoded = torch.sigmoid(method.global_layer(pool(method.encoder.feature_maps(images)[-1])))
     discriminator_loss(method.discriminator(prior), method.discriminator(encoded)).backward()
     assert grad_disc.abs().sum() > 0
     # Through the reversal the encoder moves against the discriminator's objective.
     direct = method.encoder.stages[-1][0].weight.grad
     assert torch.dot(encoder_grad.flatten(), direct.flatten()) < 0
+
+
+def _discriminator_inputs(method, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior samples, sigmoid(E(x))) as Deep InfoMax's forward hands them to its
+    discriminator, in that order."""
+    seen: list[torch.Tensor] = []
+    hook = method.discriminator.register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].detach()))
+    try:
+        with torch.no_grad():
+            method([images])
+    finally:
+        hook.remove()
+    prior, encoded = seen
+    return prior, encoded
+
+
+def test_dim_prior_can_be_matched_on_both_halves_of_the_unit_interval(tiny_shapes) -> None:
+    """The uniform prior covers [0, 1]; sigmoid(E(x)) must be able to as well, or a
+    discriminator always wins (a ReLU'd global vector has its sigmoid in [0.5, 1))."""
+    method = make_method("dim", tiny_shapes, gamma=0.1)
+    images = tiny_shapes.pretrain_images[:64].float() / 255
+    prior, encoded = _discriminator_inputs(method, images)
+    assert encoded.shape == prior.shape
+    assert (encoded < 0.5).float().mean() > 0.1
+    assert (encoded > 0.5).float().mean() > 0.1
+
+
+def test_dim_discriminator_does_not_trivially_win_after_short_training(tiny_shapes) -> None:
+    """A short training of the min-max game (the global term off, so prior matching
+    weighs more) leaves the discriminator far from separating prior and encoded samples:
+    its loss stays near chance (log 4) instead of falling to 0, as it does when the
+    encoded samples cannot reach half of the prior's support."""
+    method = make_method("dim", tiny_shapes, alpha=0.0, gamma=1.0, global_dim=8)
+    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    policy = AugmentationPolicy.from_strength(0.5)
+    images = tiny_shapes.pretrain_images
+    for _ in range(60):
+        batch = images[torch.randint(0, len(images), (32,), generator=generator)]
+        loss = method(method.make_views(batch, policy, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    prior, encoded = _discriminator_inputs(method, images[:128].float() / 255)
+    with torch.no_grad():
+        real, fake = method.discriminator(prior), method.discriminator(encoded)
+        accuracy = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
+        assert discriminator_loss(real, fake) > 0.5
+    assert accuracy < 0.9

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from search_spaces import resolve_hyperparameters
+from trainables.losses import info_nce
 from trainables.methods.moco import MoCo
 
 
@@ -76,11 +78,20 @@ def test_forward_enqueues_this_batch_keys(symmetric: bool, expected_new: int) ->
     torch.testing.assert_close(norms, torch.ones(expected_new))
 
 
-def test_forward_uses_queue_before_the_update() -> None:
-    """The loss of a batch is formed against the queue as it was, then keys are added:
-    a second call with the same views therefore sees a different dictionary."""
-    moco = make_moco(queue_size=4, momentum=0.0)
-    moco.eval()  # deterministic BatchNorm for the comparison
+def test_forward_contrasts_with_the_queue_as_it_was_before_this_batch() -> None:
+    """The loss of a batch is formed against the queue as it was; only then are the
+    batch's keys enqueued (facebookresearch/moco). Enqueueing first would make the
+    positive key one of its own negatives and drop the oldest keys too early."""
+    moco = make_moco(queue_size=6, momentum=0.9)
+    moco.eval()  # BatchNorm from running statistics: the recomputation below is exact
     views = [torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)]
-    first, second = moco(views), moco(views)
-    assert first.item() != pytest.approx(second.item())
+    queue_before = moco.queue.clone()
+    loss = moco(views)
+    # The forward's momentum update is done, so the key encoder is the one it used.
+    with torch.no_grad():
+        queries = moco._queries(views[0])
+        keys = F.normalize(moco.key_projector(moco.key_encoder(views[1])), dim=1)
+    temperature = moco.values["temperature"]
+    assert not torch.allclose(moco.queue, queue_before)  # the batch's keys went in
+    torch.testing.assert_close(loss, info_nce(queries, keys, queue_before, temperature))
+    assert not torch.allclose(loss, info_nce(queries, keys, moco.queue, temperature))

@@ -218,6 +218,30 @@ def test_context_encoder_hides_the_region_from_the_encoder(tiny_shapes, monkeypa
     assert loss_x.item() != loss_changed.item()
 
 
+def test_context_encoder_adversarial_gradient_stays_inside_the_mask(tiny_shapes) -> None:
+    """The discriminator judges the real context with the hidden region filled in by the
+    prediction, so the adversarial term sends no gradient to the decoder's output outside
+    the mask (where no loss asks it to reconstruct anything)."""
+    method = make_method("context_encoder", tiny_shapes, mask="random_blocks",
+                         mask_fraction=0.25, lambda_rec=0.0, lambda_adv=1.0)
+    x = torch.rand(4, 3, 32, 32)
+    mask = region_mask(4, 32, "random_blocks", 0.25, torch.Generator().manual_seed(0),
+                       torch.device("cpu"), 3)
+    outputs: list[torch.Tensor] = []
+
+    def keep(module, inputs, output: torch.Tensor) -> None:
+        output.retain_grad()
+        outputs.append(output)
+
+    method.decoder.register_forward_hook(keep)
+    method([x, mask]).backward()
+    (logits,) = outputs
+    grad = logits.grad
+    outside = (1 - mask).expand_as(grad).bool()
+    assert (grad[outside] == 0).all()
+    assert grad[~outside].abs().sum() > 0
+
+
 def test_mlp_probe_separates_what_a_linear_probe_cannot() -> None:
     gen = torch.Generator().manual_seed(0)
     points = torch.rand(800, 2, generator=gen) * 2 - 1
@@ -243,5 +267,5 @@ def test_evaluation_offers_the_mlp_probe_and_intermediate_blocks(tiny_shapes) ->
                                                         mlp_probe="never"))
     assert block2["linear_acc"] != last["linear_acc"]
     # CPC evaluates its patch-grid mean, from the requested block as well.
-    cpc = make_method("cpc", tiny_shapes, patch_size=16)
+    cpc = make_method("cpc", tiny_shapes, patch_size=16, pred_steps=1)
     assert cpc.representation(2)(torch.rand(2, 3, 32, 32)).shape == (2, cpc.encoder.channels[1])

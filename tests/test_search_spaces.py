@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna.distributions as od
 import pytest
 
-from search_spaces import SearchSpaceError, build_space, default_space_data
+from search_spaces import AtLeast, SearchSpaceError, build_space, default_space_data
 from search_spaces.distributions import to_optuna
-from trainables.hyperparameters import declared_hyperparameters
+from study.checks import check_image_geometry
+from study.config import load_config
+from trainables.hyperparameters import declared_hyperparameters, resolve_trial
 from trainables.methods import METHODS
 
 
@@ -115,3 +118,84 @@ def test_shipped_yaml_is_plain_data() -> None:
         data = default_space_data(method)
         assert all(isinstance(v, dict) for v in data.values())
         assert all(not (isinstance(v, float) and math.isnan(v)) for v in data.values())
+
+
+GAP = AtLeast("gap", 2, "jitter", "neighbouring patches must not overlap")
+
+
+def test_at_least_checks_values_and_names_both_parameters() -> None:
+    GAP.check({"gap": 2, "jitter": 1})
+    GAP.check({"gap": 0, "jitter": 0})
+    with pytest.raises(ValueError, match=r"^gap and jitter: gap must be at least 2 x jitter "
+                                         r"\(neighbouring patches must not overlap\); "
+                                         r"got gap=1 with jitter=1$"):
+        GAP.check({"gap": 1, "jitter": 1})
+
+
+@pytest.mark.parametrize(
+    "given,message",
+    [({"gap": 0, "jitter": 1}, "gap=0 with jitter=1"), ({"gap": 3, "jitter": 2}, "gap=3")],
+)
+def test_a_trial_of_overlapping_patches_is_refused(given: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^gap and jitter: ") as info:
+        resolve_trial("relative_patch", given)
+    assert message in str(info.value)
+    assert resolve_trial("relative_patch", {"gap": 2, "jitter": 1}).method["gap"] == 2
+
+
+@pytest.mark.parametrize(
+    "overrides,admits",
+    [
+        ({"gap": {"low": 0, "high": 3}}, "gap=0 with jitter=1"),
+        ({"jitter": {"low": 0, "high": 2}}, "gap=2 with jitter=2"),
+        ({"gap": 1, "jitter": {"type": "categorical", "choices": [0, 1]}}, "gap=1 with jitter=1"),
+        ({"jitter": 3}, "gap=2 with jitter=3"),
+    ],
+)
+def test_a_space_admitting_overlapping_patches_is_refused(overrides: dict, admits: str) -> None:
+    with pytest.raises(SearchSpaceError, match=r"^methods\.relative_patch\.space: gap and "
+                                               r"jitter: ") as info:
+        build_space("relative_patch", declared_hyperparameters("relative_patch"), overrides,
+                    constraints=METHODS["relative_patch"].constraints,
+                    where="methods.relative_patch.space")
+    assert f"the space admits {admits}" in str(info.value)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_default_spaces_respect_their_methods_constraints(method: str) -> None:
+    build_space(method, declared_hyperparameters(method),
+                constraints=METHODS[method].constraints)
+
+
+def test_a_parameter_left_out_of_the_space_is_checked_at_its_declared_default() -> None:
+    declared = declared_hyperparameters("relative_patch")
+    with pytest.raises(SearchSpaceError, match="admits gap=2 with jitter=2"):
+        build_space("relative_patch", declared,
+                    {"jitter": {"type": "int", "low": 0, "high": 2}}, replace_defaults=True,
+                    constraints=METHODS["relative_patch"].constraints)
+
+
+def test_a_space_that_keeps_the_constraint_everywhere_is_accepted() -> None:
+    space = build_space("relative_patch", declared_hyperparameters("relative_patch"),
+                        {"gap": {"low": 0, "high": 3}, "jitter": 0},
+                        constraints=METHODS["relative_patch"].constraints)
+    assert space.bounds("gap", None) == (0, 3) and space.bounds("jitter", None) == (0, 0)
+
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_spaces_fit_32_pixel_images(tiny_shapes) -> None:
+    """Every combination a default space proposes works on 32-pixel images: CPC's patch
+    grids leave room for every prediction step."""
+    spaces = {method: build_space(method, declared_hyperparameters(method),
+                                  constraints=METHODS[method].constraints)
+              for method in METHODS}
+    check_image_geometry(spaces, tiny_shapes)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_propose_only_valid_trials(path: Path, tiny_shapes) -> None:
+    config = load_config(path)  # every space checked against its method's constraints
+    if config.data.dataset == "shapes" and config.data.image_size is None:
+        check_image_geometry(config.spaces(), tiny_shapes)

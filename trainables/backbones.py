@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import MappingProxyType
+from typing import Literal
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 BACKBONES = ("small_cnn", "resnet18", "layerwise_conv")
+#: How a feature map becomes a vector: global average or global max pooling.
+Pooling = Literal["mean", "max"]
 #: Stages of each study-wide backbone, for validating ``train.eval_layer`` up front.
 BACKBONE_STAGES = MappingProxyType({"small_cnn": 4, "resnet18": 5, "layerwise_conv": 2})
 
@@ -67,24 +70,32 @@ class Encoder(nn.Module):
 
 
 class StageFeatures(nn.Module):
-    """An encoder cut after stage ``depth`` (1-based), pooled: evaluation from an
-    intermediate block. Shares the encoder's parameters; holds no state of its own."""
+    """An encoder cut after stage ``depth`` (1-based), pooled (by the mean unless told
+    otherwise): evaluation from an intermediate block. Shares the encoder's parameters and
+    its train/eval mode; holds no state of its own."""
 
-    def __init__(self, encoder: Encoder, depth: int) -> None:
+    def __init__(self, encoder: Encoder, depth: int, pooling: Pooling = "mean") -> None:
         super().__init__()
-        if not 1 <= depth <= len(encoder.stages):
-            raise ValueError(f"eval_layer: got {depth}, allowed: 1 to {len(encoder.stages)} "
-                             f"(the backbone's stages)")
+        check_depth(encoder, depth)
         self.encoder = encoder
         self.depth = depth
+        self.pooling: Pooling = pooling
+        self.train(encoder.training)
 
     def forward(self, x: Tensor) -> Tensor:
-        return pool(self.encoder.feature_maps(x, self.depth)[-1])
+        return pool(self.encoder.feature_maps(x, self.depth)[-1], self.pooling)
 
 
-def pool(feature_map: Tensor) -> Tensor:
-    """Global average pooling of an (N, C, H, W) map to (N, C)."""
-    return feature_map.mean(dim=(2, 3))
+def check_depth(encoder: Encoder, depth: int) -> None:
+    """Raise ValueError naming ``eval_layer`` unless ``encoder`` has a stage ``depth``."""
+    if not 1 <= depth <= len(encoder.stages):
+        raise ValueError(f"eval_layer: got {depth}, allowed: 1 to {len(encoder.stages)} "
+                         f"(the backbone's stages)")
+
+
+def pool(feature_map: Tensor, pooling: Pooling = "mean") -> Tensor:
+    """Global average (or max) pooling of an (N, C, H, W) map to (N, C)."""
+    return feature_map.mean(dim=(2, 3)) if pooling == "mean" else feature_map.amax(dim=(2, 3))
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:

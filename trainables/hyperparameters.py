@@ -2,7 +2,8 @@
 declared, then resolved once at a trial's entry point into :class:`Hyperparameters`.
 
 Declaring is :class:`search_spaces.Hyperparameter`; checking is
-:func:`search_spaces.resolve_hyperparameters`. Everything below the entry point (the
+:func:`search_spaces.resolve_hyperparameters`, then the method's ``constraints`` between
+values, here and nowhere else. Everything below the entry point (the
 loop, the methods) receives typed, checked values and never resolves again.
 """
 
@@ -60,8 +61,11 @@ def declared_hyperparameters(method: str) -> dict[str, Hyperparameter]:
 
 def resolve_trial(method: str, given: Mapping[str, Any]) -> Hyperparameters:
     """Check ``given`` (the rest from the declared defaults) and split it into the loop's
-    values and the method's; raises ValueError naming the first bad hyperparameter."""
+    values and the method's; raises ValueError naming the first bad hyperparameter, or
+    both hyperparameters of the first constraint the values break."""
     values = resolve_hyperparameters(declared_hyperparameters(method), given, owner=method)
+    for constraint in method_class(method).constraints:
+        constraint.check(values)
     training = TrainingHyperparameters(**{k: values[k] for k in TRAINING_HYPERPARAMETERS})
     own = {k: v for k, v in values.items() if k not in TRAINING_HYPERPARAMETERS}
     return Hyperparameters(training, MappingProxyType(own))

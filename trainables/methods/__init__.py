@@ -58,8 +58,9 @@ def build_method(
     comm: Collective = LOCAL,
 ) -> SSLMethod:
     """The method ``name`` with its encoder for ``dataset``, from the method's resolved
-    hyperparameter values."""
+    hyperparameter values; ValueError if they cannot work on the dataset's image size."""
     cls = method_class(name)
+    cls.check_image_size(values, dataset.image_size)
     encoder = build_encoder(
         method_backbone(name, backbone), dataset.channels, dataset.mean, dataset.std,
         **cls.encoder_options(values),

@@ -9,7 +9,11 @@ followed by a transposed-convolution decoder; the masked sum is divided by the n
 masked elements (a constant factor, so that ``lambda_rec`` does not depend on the image
 size). The min-max is trained with one optimiser through a gradient reversal: the
 discriminator descends its loss, the encoder-decoder ascends it. ``lambda_adv = 0``
-drops the discriminator. The region is the central square (``mask: central``) or
+drops the discriminator. What the discriminator judges as generated is, as in Pathak et
+al., the prediction of the hidden region only: the real image with the masked pixels
+replaced by the decoder's output. Judging the whole decoded image would let it win on
+context pixels that no loss asks the decoder to reproduce, and push the decoder's
+adversarial gradient into them. The region is the central square (``mask: central``) or
 ``mask_blocks`` squares at random places (``random_blocks``), of side ``mask_fraction``
 of the image; the hidden pixels are filled with the dataset's mean colour, so the
 encoder never sees them.
@@ -65,7 +69,7 @@ class ContextEncoder(SSLMethod):
         logits = self.decoder(self.encoder.feature_maps(hidden)[-1], tuple(x.shape[2:]))
         loss = self.values["lambda_rec"] * reconstruction_loss(logits, x, "mse", mask)
         if self.values["lambda_adv"] > 0:
-            generated = reverse_gradient(torch.sigmoid(logits))
+            generated = x * (1 - mask) + reverse_gradient(torch.sigmoid(logits)) * mask
             loss = loss + self.values["lambda_adv"] * discriminator_loss(
                 self.discriminator(x), self.discriminator(generated)
             )

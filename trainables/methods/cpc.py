@@ -5,17 +5,26 @@ credits to Contrastive Predictive Coding, Oord et al. 2018) and its mention of C
 the pretext tasks. Following CPC's image version: the image is cut into a grid of
 overlapping patches (50% overlap), the encoder encodes every patch, a context network
 with vertically masked convolutions turns the grid into contexts ``c_{i,j}`` that see
-only rows <= i, and one linear predictor per offset k predicts ``z_{i+k,j}`` as
-``W_k c_{i,j}``. Each prediction is contrasted by InfoNCE against every patch encoding
-of the (global) batch. The per-offset losses are averaged, so that each offset counts
-the same however many rows it has. For evaluation the encoder sees the same grid and
-its patch encodings are averaged, as in CPC's linear evaluation.
+only rows <= i, and one linear predictor per step predicts a patch encoding below from
+``W_k c_{i,j}``. With overlapping patches the row right below row i shares half its
+pixels with row i, which the context has encoded: predicting it would partly be copying.
+As CPC v2 implementations do (Henaff et al., 2019), the targets start at the first row
+that shares no pixel with rows <= i (``first_target_offset``: 2 rows down at half
+overlap), so step k predicts ``z_{i+o+k-1,j}`` with o that offset, and ``pred_steps``
+counts the rows predicted from there. A grid must then have at least ``o + pred_steps``
+rows (``check_image_size``): on 32-pixel images 16-pixel patches (3 rows) allow one step,
+12-pixel ones (4 rows) two, 8-pixel ones (7 rows) five. Each prediction is contrasted by
+InfoNCE against every patch encoding of the (global) batch. The per-step losses are
+averaged, so that each step counts the same however many rows it has. For evaluation the
+encoder sees the same grid and its patch encodings are averaged, as in CPC's linear
+evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +34,25 @@ from search_spaces import Hyperparameter
 from trainables.augment import patch_grid
 from trainables.losses import cpc_info_nce
 from trainables.methods.base import SSLMethod
+
+
+def grid_stride(patch_size: int) -> int:
+    """The step between neighbouring grid patches: half a patch (50% overlap)."""
+    return max(1, patch_size // 2)
+
+
+def grid_rows(image_size: int, patch_size: int) -> int:
+    """Rows of the patch grid on a square image of ``image_size`` pixels."""
+    if patch_size > image_size:
+        return 0
+    return (image_size - patch_size) // grid_stride(patch_size) + 1
+
+
+def first_target_offset(patch_size: int) -> int:
+    """Rows from a context row i to the first row that shares no pixel with rows <= i:
+    row i covers pixel rows up to ``i * stride + patch_size``, row i + o starts at
+    ``(i + o) * stride``, so o is the smallest with ``o * stride >= patch_size``."""
+    return -(-patch_size // grid_stride(patch_size))
 
 
 class PatchGridEncoder(nn.Module):
@@ -37,7 +65,7 @@ class PatchGridEncoder(nn.Module):
         self.patch_size = patch_size
 
     def encode_grid(self, x: Tensor) -> Tensor:
-        patches = patch_grid(x, self.patch_size, max(1, self.patch_size // 2))
+        patches = patch_grid(x, self.patch_size, grid_stride(self.patch_size))
         n, rows, cols = patches.shape[:3]
         z = self.encoder(patches.reshape(n * rows * cols, *patches.shape[3:]))
         return z.view(n, rows, cols, -1).permute(0, 3, 1, 2)
@@ -70,7 +98,8 @@ class CPC(SSLMethod):
             "float", 0.1, "InfoNCE temperature tau", low=0.0, low_open=True
         ),
         "pred_steps": Hyperparameter(
-            "int", 2, "rows ahead predicted (one linear W_k per k)", low=1
+            "int", 2, "rows predicted, from the first sharing no pixel with the context "
+            "(one linear W_k per k)", low=1
         ),
         "patch_size": Hyperparameter(
             "int", 8, "side of a grid patch in pixels (stride: half of it)", low=2
@@ -79,6 +108,19 @@ class CPC(SSLMethod):
             "int", 2, "masked convolutions in the context network", low=1
         ),
     })
+    image_parameters = ("patch_size", "pred_steps")
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        size, steps = values["patch_size"], values["pred_steps"]
+        rows, offset = grid_rows(image_size, size), first_target_offset(size)
+        if rows < offset + steps:
+            raise ValueError(
+                f"pred_steps and patch_size: predicting {steps} row(s) with {size}-pixel "
+                f"patches needs a grid of at least {offset + steps} rows (targets start "
+                f"{offset} rows below their context: nearer rows share pixels with it), "
+                f"but {image_size}-pixel images give {rows}"
+            )
 
     def build(self) -> None:
         dim = self.feature_dim
@@ -93,12 +135,7 @@ class CPC(SSLMethod):
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         z = PatchGridEncoder(self.encoder, self.values["patch_size"]).encode_grid(views[0])
         n, dim, rows, cols = z.shape
-        steps = self.values["pred_steps"]
-        if rows <= steps:
-            raise ValueError(
-                f"pred_steps {steps} needs more than {steps} grid rows; patch_size "
-                f"{self.values['patch_size']} gives {rows} on {views[0].shape[2]}-pixel images"
-            )
+        first = first_target_offset(self.values["patch_size"])
         context = self.context(z)
         # Candidates: every patch of the global batch, row-major per image; this worker's
         # images start at rank * n in the gathered order.
@@ -106,9 +143,9 @@ class CPC(SSLMethod):
         index = torch.arange(n * rows * cols, device=z.device).view(n, rows, cols)
         index = index + self.comm.rank * n * rows * cols
         losses = []
-        for k, predictor in enumerate(self.predictors, start=1):
-            predictions = predictor(context[:, :, : rows - k, :]).permute(0, 2, 3, 1)
-            targets = index[:, k:, :]
+        for offset, predictor in enumerate(self.predictors, start=first):
+            predictions = predictor(context[:, :, : rows - offset, :]).permute(0, 2, 3, 1)
+            targets = index[:, offset:, :]
             losses.append(cpc_info_nce(
                 predictions.reshape(-1, dim), candidates, targets.reshape(-1),
                 self.values["temperature"],

@@ -2,10 +2,15 @@
 
 Source: ../shared/seeds/004_e6ad71d192551e5a.txt, section 2 (after Hjelm et al., ICLR
 2019). The encoder gives a local feature map ``C(x)`` (the output of stage
-``local_layer``) and the global vector ``E(x)`` (the pooled last stage, the
-representation that is evaluated). A critic ``T`` scores (feature, global vector) pairs;
-pairs from the same image are samples of the joint, pairs across images of the product of
-marginals, and a lower bound on their mutual information is maximised:
+``local_layer``), which a learned transformation summarises into the global vector
+``E(x) = (C o f)(x)``: here a linear layer (``global_dim`` wide, the vector's "limited
+capacity" the source credits for the local term's success) on the pooled last stage.
+The linear layer matters for prior matching: the pooled stage comes after a ReLU, so its
+sigmoid would lie in [0.5, 1) and never match a uniform prior on [0, 1], leaving a
+discriminator that always wins. As the source evaluates it, the representation that is
+evaluated stays the encoder's pooled features. A critic ``T`` scores (feature, global
+vector) pairs; pairs from the same image are samples of the joint, pairs across images
+of the product of marginals, and a lower bound on their mutual information is maximised:
 
 - global term (weight ``alpha``): the whole feature map (pooled to 4x4 and flattened)
   against ``E(x)``;
@@ -55,6 +60,7 @@ class DeepInfoMax(SSLMethod):
             "int", 3, "encoder stage (1-based) whose feature map is the local map", low=1
         ),
         "critic_dim": Hyperparameter("int", 64, "width of the linear critic's embedding", low=1),
+        "global_dim": Hyperparameter("int", 64, "width of the global vector E(x)", low=1),
     })
 
     def build(self) -> None:
@@ -65,22 +71,24 @@ class DeepInfoMax(SSLMethod):
             raise ValueError(f"local_layer: got {hp['local_layer']}, the backbone has "
                              f"{len(self.encoder.stages)} stages")
         local_channels = self.encoder.channels[hp["local_layer"] - 1]
-        dim = hp["critic_dim"]
+        dim, global_dim = hp["critic_dim"], hp["global_dim"]
+        self.global_layer = nn.Linear(self.feature_dim, global_dim)
         # Only the terms in use get parameters: data-parallel training requires every
         # parameter to receive a gradient.
         if hp["alpha"] > 0:
             self.global_map_critic = nn.Linear(local_channels * _GLOBAL_GRID**2, dim)
-            self.global_vector_critic = nn.Linear(self.feature_dim, dim)
+            self.global_vector_critic = nn.Linear(global_dim, dim)
         if hp["beta"] > 0:
             self.local_map_critic = nn.Conv2d(local_channels, dim, 1)
-            self.local_vector_critic = nn.Linear(self.feature_dim, dim)
+            self.local_vector_critic = nn.Linear(global_dim, dim)
         if hp["gamma"] > 0:
-            self.discriminator = discriminator_mlp(self.feature_dim, 256)
+            self.discriminator = discriminator_mlp(global_dim, 256)
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         hp = self.values
         maps = self.encoder.feature_maps(views[0])
-        local_map, global_vector = maps[hp["local_layer"] - 1], pool(maps[-1])
+        local_map = maps[hp["local_layer"] - 1]
+        global_vector = self.global_layer(pool(maps[-1]))  # E(x)
         everyone_map = self.comm.gather(local_map)
         everyone_vector = self.comm.gather(global_vector)
         images = torch.arange(everyone_vector.shape[0], device=global_vector.device)

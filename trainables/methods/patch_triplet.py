@@ -10,6 +10,13 @@ found as good as larger ones); ``patch_margin`` enlarges it, and the embedding i
 max-pooled over what remains. The next layer is trained the same way on top of the
 frozen first: the epochs are split evenly between the ``layers``.
 
+Evaluation reads what training has built so far, embedded as training embeds: through
+the layers up to the one in training (``trained_depth``; a deeper layer is still at its
+random initialisation, and scoring it would make a trial's early rungs and budgets
+measure noise), max-pooled over the whole image (``feature_pooling``), the source's
+pooling, which it finds essential for translation invariance. A study's
+``train.eval_layer`` can ask for a shallower layer, never for an untrained one.
+
 Negatives are patches of other images of the (global) batch: a random one, or the
 semi-hard one (closest while farther than the positive). The paper's transfer protocol
 runs after the last epoch: the learned layers are placed in a small classifier (2
@@ -32,7 +39,7 @@ from torch import Tensor, nn
 
 from search_spaces import Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
-from trainables.backbones import conv_pool_layer
+from trainables.backbones import conv_pool_layer, pool
 from trainables.evaluation import supervised_accuracy
 from trainables.losses import TRIPLET_DISTANCES, semi_hard_negatives, triplet_margin
 from trainables.methods.base import SSLMethod
@@ -59,6 +66,7 @@ class PatchTriplet(SSLMethod):
     source = "000_a0c2eea34e4d74c8.txt (section 3)"
     backbone = "layerwise_conv"
     uses_all_parameters = False
+    feature_pooling = "max"
     hyperparameters = MappingProxyType({
         "layers": Hyperparameter("int", 2, "conv + max-pool layers trained one after the other",
                                  low=1, high=len(KERNELS)),
@@ -96,6 +104,9 @@ class PatchTriplet(SSLMethod):
         for index, stage in enumerate(self.encoder.stages, start=1):
             stage.requires_grad_(index >= self.active_layer)
 
+    def trained_depth(self) -> int:
+        return self.active_layer
+
     def patch_size(self) -> int:
         return minimal_patch(KERNELS[: self.active_layer]) + self.values["patch_margin"]
 
@@ -119,7 +130,7 @@ class PatchTriplet(SSLMethod):
         with torch.no_grad():
             for stage in self.encoder.stages[: self.active_layer - 1]:
                 h = stage(h)
-        return self.encoder.stages[self.active_layer - 1](h).amax(dim=(2, 3))
+        return pool(self.encoder.stages[self.active_layer - 1](h), self.feature_pooling)
 
     def forward(self, views: Sequence[Tensor]) -> Tensor:
         anchors, positives = (self.embed(v) for v in views)

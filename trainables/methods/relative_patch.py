@@ -6,7 +6,10 @@ of its eight neighbours, go through a siamese encoder, and a classifier on the t
 encodings predicts the position of the second relative to the first. As in Doersch et
 al., the grid leaves ``gap`` pixels between patches and every patch is moved by up to
 ``jitter`` pixels, so that continuing edges and textures across the border cannot solve
-the task.
+the task. Two neighbours can move ``2 * jitter`` pixels towards each other, so a gap below
+that lets them overlap and the task be solved by matching the shared pixels, the very
+shortcut gap and jitter exist to prevent: ``gap >= 2 * jitter`` is a declared constraint
+(refused in a trial's values and in a search space that admits a violation).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
-from search_spaces import Hyperparameter
+from search_spaces import AtLeast, Hyperparameter
 from trainables.augment import AugmentationPolicy, augment, crop_at, random_offsets
 from trainables.heads import classifier_mlp
 from trainables.losses import pretext_classification
@@ -37,6 +40,7 @@ class RelativePatchLocation(SSLMethod):
         "head_hidden_dim": Hyperparameter("int", 256, "hidden width of the position classifier",
                                           low=1),
     })
+    constraints = (AtLeast("gap", 2, "jitter", "neighbouring patches must not overlap"),)
 
     def build(self) -> None:
         self.classifier = classifier_mlp(
