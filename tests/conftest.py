@@ -73,6 +73,9 @@ def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",
 #: Every process the test session starts inherits this variable, which is how the suite
 #: finds the ones that outlive it (reparented orphans included).
 SESSION_MARK = "SSLSTUDY_TEST_SESSION"
+#: Helpers of Python's multiprocessing that live exactly as long as the interpreter that
+#: started them (the test process itself): not leaks.
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
 def _marked_processes(mark: str) -> dict[int, str]:
@@ -88,7 +91,9 @@ def _marked_processes(mark: str) -> dict[int, str]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        found[int(entry.name)] = command.decode(errors="replace")[:160]
+        text = command.decode(errors="replace")
+        if not any(helper in text for helper in _INTERPRETER_HELPERS):
+            found[int(entry.name)] = text[:160]
     return found
 
 
