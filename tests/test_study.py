@@ -95,8 +95,25 @@ def test_optuna_study_is_persisted_beside_ray_results(finished_study: Path) -> N
     assert names == {"tiny-simclr", "tiny-moco"}
     moco = optuna.load_study(study_name="tiny-moco", storage=storage)
     assert len(moco.trials) == 3
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in moco.trials)
     assert "one_minus_momentum" in moco.trials[0].params
+
+
+def test_optuna_sees_budgets_as_asha_left_them(finished_study: Path) -> None:
+    """Every evaluation is an intermediate value at its epoch; a trial ASHA stopped is
+    PRUNED, one that reached the full budget COMPLETE with its value there."""
+    client, _, children = _children(finished_study, "tiny")
+    by_trial = {r.data.tags["trial_id"]: r for r in children}
+    storage = f"sqlite:///{finished_study / 'ray' / 'tiny' / 'optuna.db'}"
+    states = {"completed": optuna.trial.TrialState.COMPLETE,
+              "stopped_early": optuna.trial.TrialState.PRUNED}
+    for method in ("simclr", "moco"):
+        for trial in optuna.load_study(study_name=f"tiny-{method}", storage=storage).trials:
+            run = by_trial[trial.user_attrs["tune_trial_id"]]
+            history = {m.step: m.value
+                       for m in client.get_metric_history(run.info.run_id, "knn_acc")}
+            assert trial.intermediate_values == pytest.approx(history)
+            assert trial.state == states[run.data.tags["status"]]
+            assert trial.value == pytest.approx(history[max(history)])
 
 
 def test_analysis_writes_tables_plots_and_report(finished_study: Path) -> None:
