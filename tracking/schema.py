@@ -27,6 +27,13 @@ TAG_RAY_NODE = "ray_node"
 #: MLflow's own link from a child run to its parent.
 TAG_PARENT_RUN = "mlflow.parentRunId"
 
+# Params.
+#: The seed a run trained with (when the runs of one configuration differ in it). Runs
+#: whose params are identical apart from it are replicates of one configuration: the
+#: analysis measures seed-to-seed noise from them and never treats it as a
+#: hyperparameter.
+PARAM_SEED = "seed"
+
 # Tags of a study's parent run.
 TAG_ROLE = "sslstudy.role"
 ROLE_STUDY = "study"
