@@ -47,6 +47,13 @@ def test_analysis_of_a_foreign_experiment(foreign_experiment: str, tmp_path: Pat
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 12 and set(runs["method"]) == {"all"}
     assert runs["budget"].tolist() == [5.0] * 12
+    # Histories read in bulk are those MLflow gives run by run.
+    history = pd.read_parquet(out / "history.parquet")
+    client = MlflowClient(foreign_experiment)
+    one_by_one = sorted((r, m.step, m.value) for r in runs["run_id"]
+                        for m in client.get_metric_history(r, "val_acc"))
+    assert sorted(history[["run_id", "step", "value"]].itertuples(index=False,
+                                                                  name=None)) == one_by_one
     importance = pd.read_csv(out / "importance.csv")
     assert set(importance["param"]) == {"lr", "optimiser", "dropout"}
     assert set(importance["evaluator"]) == {"additive_fanova"}
