@@ -4,6 +4,13 @@ Reads MLflow through ``tracking`` only and never imports torch or Ray, so it run
 machine that can reach the tracking store, and on any experiment whose runs have params
 and the chosen metric.
 
-May import: ``tracking``, pandas, NumPy, SciPy, Optuna (its importance evaluators),
-matplotlib. Never ``study``, ``trainables``, torch or Ray.
+The modules, in the order the analysis of one method uses them: ``runs`` (MLflow ->
+tables), ``scales`` (search scales and their grids), ``budgets``, ``noise``
+(replicates), ``surrogate`` and ``importance`` (importance, its interval and null,
+marginal responses), ``response`` (their tables), ``failures``, ``summary``, ``plots``;
+``method`` runs them for one method, ``comparison`` compares methods, ``report`` and
+``html`` write the tables and the page.
+
+May import: ``tracking``, pandas, NumPy, SciPy, matplotlib, PyYAML. Never ``study``,
+``trainables``, torch or Ray.
 """

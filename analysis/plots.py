@@ -1,4 +1,8 @@
-"""Matplotlib figures of a sensitivity analysis, written as PNG files."""
+"""Matplotlib figures of a sensitivity analysis, written as PNG files.
+
+Every figure names the budget its trials were scored at, each axis its search scale, and
+figures read off the surrogate name the evaluator (see the README's analysis section).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib import ticker
+from matplotlib import colors, ticker
 
-from analysis.sensitivity import Scale
+from analysis.noise import NoiseFloor
+from analysis.scales import Scale, describe, order_key
 
 _FAILED_COLOUR = "#c0392b"
-
-
-def _order(value: object) -> tuple[int, float | str]:
-    """Numbers in numeric order first, then everything else alphabetically."""
-    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
-        return (0, float(value))
-    return (1, str(value))
+_CURVE_COLOUR = "#253494"
+_NOISE_COLOUR = "#969696"
+_SIGNIFICANT_COLOUR = "#1d91c0"
+_PLAIN_COLOUR = "#bdbdbd"
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -45,102 +47,197 @@ def _log_axis(ax: plt.Axes, values: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
+class _Axis:
+    """Where a parameter's values go on the x axis: categories at 0, 1, 2...; log1m
+    parameters as 1 - value on a log axis; log parameters on a log axis."""
+
+    def __init__(self, scale: Scale, values: list) -> None:
+        self.scale = scale
+        self.categories = sorted({*values}, key=order_key) if scale == "categorical" else []
+        self.position = {c: i for i, c in enumerate(self.categories)}
+
+    def __call__(self, values: object) -> np.ndarray:
+        items = list(pd.Series(values, dtype=object))
+        if self.scale == "categorical":
+            return np.array([self.position.get(v, np.nan) for v in items], dtype=float)
+        x = np.asarray(items, dtype=float)
+        return 1.0 - x if self.scale == "log1m" else x
+
+    def finish(self, ax: plt.Axes, param: str, shown: np.ndarray) -> None:
+        if self.scale == "categorical":
+            ax.set_xticks(range(len(self.categories)), [str(c) for c in self.categories])
+            ax.set_xlabel(f"{param} (categories)")
+            return
+        if self.scale in ("log", "log1m"):
+            _log_axis(ax, pd.Series(shown))
+        name = f"1 - {param}" if self.scale == "log1m" else param
+        ax.set_xlabel(f"{name} ({describe(self.scale)} scale)")
+
+
 def response_plot(
-    path: Path,
-    method: str,
-    param: str,
-    scale: Scale,
-    trials: pd.DataFrame,
-    binned: pd.DataFrame,
-    failed_x: pd.Series,
-    metric: str,
-    budget: float,
+    path: Path, method: str, param: str, scale: Scale, points: pd.DataFrame,
+    curve: pd.DataFrame | None, failed_x: pd.Series, failures: pd.DataFrame | None,
+    noise: NoiseFloor, metric: str, budget: float, evaluator: str,
 ) -> Path:
-    """Every trial as a dot, the binned mean with its 95% band as a line, and failed
-    trials as red crosses along the bottom (a too-low temperature that diverged is a
-    sensitivity too). A ``log1m`` parameter is drawn against 1 - value on a log axis."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    label = param
-    to_x = (lambda v: 1.0 - v) if scale == "log1m" else (lambda v: v)
-    if scale == "categorical":
-        categories = sorted(pd.concat([trials["x"], failed_x]).dropna().unique(), key=_order)
-        position = {c: i for i, c in enumerate(categories)}
-        ax.scatter([position[v] for v in trials["x"]], trials["y"], s=22, alpha=0.6,
-                   color="#2c7fb8", label="trial")
-        if not binned.empty:
-            xs = [position[v] for v in binned["value"]]
-            ax.errorbar(xs, binned["mean"], yerr=[binned["mean"] - binned["low"],
-                        binned["high"] - binned["mean"]], fmt="o-", color="#253494",
-                        capsize=4, label="mean, 95% CI")
-        ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-        failed_pos = [position[v] for v in failed_x.dropna()]
-    else:
-        ax.scatter(to_x(trials["x"]), trials["y"], s=22, alpha=0.6, color="#2c7fb8",
-                   label="trial")
-        if not binned.empty:
-            ax.plot(to_x(binned["value"]), binned["mean"], "o-", color="#253494",
-                    label="binned mean")
-            ax.fill_between(to_x(binned["value"]), binned["low"], binned["high"],
-                            color="#253494", alpha=0.15, label="95% CI")
-        if scale in ("log", "log1m"):
-            _log_axis(ax, to_x(trials["x"]))
-        if scale == "log1m":
-            label = f"1 - {param}"
-        failed_pos = list(to_x(failed_x.dropna()))
-    if failed_pos:
+    """The marginal response of ``metric`` to ``param`` at ``budget``.
+
+    ``points``: every run scored at the budget (columns ``x``, ``y``, ``reached``: the
+    budget the run reached, which colours it). ``curve``: the surrogate's partial
+    dependence per bin (``value``, ``mean``, ``low``, ``high``, ``n``), drawn as a line
+    with its bootstrap band where at least three trials support a bin, and n written
+    under each bin. The grey band hangs one seed-noise standard deviation below the
+    curve's best bin: bins inside it cannot be told from the best by a reseeded run.
+    Failed trials are red crosses along the bottom and, in the strip below, the share of
+    trials that failed per bin (``failures``).
+    """
+    values = [*points["x"], *failed_x.dropna()]
+    if curve is not None:
+        values += list(curve["value"])
+    axis = _Axis(scale, values)
+    rows = 2 if failures is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(5.6, 4.4 if rows == 2 else 3.8), sharex=True,
+                             squeeze=False, height_ratios=[4, 1][:rows])
+    ax = axes[0, 0]
+    budgets = sorted(points["reached"].dropna().unique())
+    palette = plt.get_cmap("viridis", max(2, len(budgets)))
+    for i, reached in enumerate(budgets):
+        mine = points[points["reached"] == reached]
+        ax.scatter(axis(mine["x"]), mine["y"], s=20, alpha=0.7, color=palette(i),
+                   label=f"trial, reached {reached:g}", zorder=3)
+    if curve is not None and not curve.empty:
+        x = axis(curve["value"])
+        ax.plot(x, curve["mean"], "o-", color=_CURVE_COLOUR, ms=4, zorder=4,
+                label="marginal response")
+        banded = curve["low"].notna().to_numpy()
+        ax.fill_between(x, curve["low"], curve["high"], where=banded, color=_CURVE_COLOUR,
+                        alpha=0.15, label="95% bootstrap band", interpolate=False)
+        for xi, n in zip(x, curve["n"], strict=True):
+            ax.annotate(f"n={int(n)}", (xi, 1), xycoords=("data", "axes fraction"),
+                        xytext=(0, -8), textcoords="offset points", ha="center",
+                        fontsize=6, color="#555555")
+        if noise.known:
+            top = float(curve["mean"].max())
+            ax.axhspan(top - noise.std, top, color=_NOISE_COLOUR, alpha=0.2,
+                       label=f"seed noise, 1 std ({noise.std:.2g})")
+    failed_pos = axis(failed_x.dropna())
+    if len(failed_pos):
         ax.scatter(failed_pos, np.zeros(len(failed_pos)), marker="x", color=_FAILED_COLOUR,
-                   transform=ax.get_xaxis_transform(), clip_on=False, label="failed")
-    ax.set_xlabel(label)
+                   transform=ax.get_xaxis_transform(), clip_on=False, label="failed",
+                   zorder=5)
     ax.set_ylabel(f"{metric} at {budget:g} epochs")
-    ax.set_title(f"{method}: {metric} vs {param}")
+    noise_text = "" if noise.known else "; seed noise unknown"
+    ax.set_title(f"{method}: {metric} vs {param}\n(surrogate: {evaluator}{noise_text})",
+                 fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    ax.grid(alpha=0.3)
+    shown = axis(values)
+    if failures is not None:
+        strip = axes[1, 0]
+        rate = failures["failed"] / failures["total"].where(failures["total"] > 0)
+        x = axis(failures["value"])
+        strip.vlines(x, 0, rate, color=_FAILED_COLOUR, lw=2)
+        strip.scatter(x, rate, color=_FAILED_COLOUR, s=12)
+        strip.set_ylim(0, 1.05)
+        strip.set_ylabel("failed", fontsize=7)
+        strip.grid(alpha=0.3)
+        axis.finish(strip, param, shown[np.isfinite(shown)])
+    else:
+        axis.finish(ax, param, shown[np.isfinite(shown)])
+    return _save(fig, path)
+
+
+def importance_plot(
+    path: Path, method: str, importance: pd.DataFrame, budget: float, evaluator: str
+) -> Path:
+    """Importance with its bootstrap interval (bar and whisker) and the permutation
+    null's threshold (black tick): a parameter whose bar ends left of its tick is within
+    what chance gives; significant ones are coloured."""
+    ordered = importance.sort_values("importance")
+    fig, ax = plt.subplots(figsize=(5.6, 0.45 * len(ordered) + 1.6))
+    y = np.arange(len(ordered))
+    significant = (ordered["significant"] == "true").to_numpy()
+    ax.barh(y, ordered["importance"], color=np.where(significant, _SIGNIFICANT_COLOUR,
+                                                      _PLAIN_COLOUR))
+    # The bootstrap interval as a segment: it need not contain the estimate (refits on
+    # resampled trials find some structure in noise, which shifts small importances up).
+    ax.hlines(y, ordered["low"], ordered["high"], color="#333333", lw=1.2,
+              label="95% bootstrap interval")
+    ax.scatter(ordered["null_high"], y, marker="D", s=28, facecolors="white",
+               edgecolors=_FAILED_COLOUR, zorder=4, label="null threshold")
+    ax.set_yticks(y, ordered["param"])
+    ax.set_xlabel("share of variance (main effect, not renormalised)")
+    right = float(np.nanmax([ordered["high"].max(), ordered["null_high"].max(), 0.05]))
+    ax.set_xlim(0, min(1.0, right * 1.1))
+    ax.set_title(f"{method}: importance at {budget:g} epochs\n(evaluator: {evaluator}; "
+                 "coloured: above the null)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def importance_by_budget(path: Path, method: str, importance: pd.DataFrame,
+                         evaluator: str) -> Path:
+    """Each parameter's importance at every analysed budget, with its interval; filled
+    markers clear the null at that budget."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for param, rows in importance.groupby("param", sort=True):
+        rows = rows.sort_values("budget")
+        (line,) = ax.plot(rows["budget"], rows["importance"], "-", lw=1, label=str(param))
+        colour = line.get_color()
+        ax.vlines(rows["budget"], rows["low"], rows["high"], color=colour, lw=0.8, alpha=0.6)
+        significant = (rows["significant"] == "true").to_numpy()
+        ax.scatter(rows["budget"][significant], rows["importance"][significant], color=colour,
+                   zorder=3)
+        ax.scatter(rows["budget"][~significant], rows["importance"][~significant],
+                   facecolors="white", edgecolors=colour, zorder=3)
+    ax.set_xlabel("budget (epochs)")
+    ax.set_ylabel("importance (share of variance)")
+    ax.set_title(f"{method}: importance by budget\n(evaluator: {evaluator}; filled: above "
+                 "the null)", fontsize=9)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
-def importance_plot(path: Path, method: str, importances: pd.DataFrame) -> Path:
-    ordered = importances.sort_values("importance")
-    fig, ax = plt.subplots(figsize=(5.2, 0.45 * len(ordered) + 1.4))
-    ax.barh(ordered["param"], ordered["importance"], color="#41b6c4")
-    ax.set_xlabel("fANOVA importance (share of variance)")
-    ax.set_xlim(0, max(1.0, float(ordered["importance"].max())))
-    ax.set_title(f"{method}: hyperparameter importance")
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
-
-
 def heatmap(
-    path: Path,
-    method: str,
-    grid: pd.DataFrame,
-    counts: pd.DataFrame,
-    row_label: str,
-    col_label: str,
-    metric: str,
+    path: Path, method: str, grid: pd.DataFrame, counts: pd.DataFrame, rows: tuple[str, Scale],
+    columns: tuple[str, Scale], metric: str, budget: float, noise: NoiseFloor,
 ) -> Path:
-    """Mean metric per (row bin, column value); each cell is annotated with its mean and
-    the number of trials behind it, and empty cells stay blank."""
-    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.6, 0.55 * grid.shape[0] + 1.6))
-    image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", cmap="viridis",
-                      origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [str(r) for r in grid.index])
-    ax.set_xlabel(col_label)
-    ax.set_ylabel(row_label)
+    """Mean score per cell of two parameters' bins on their search scales; each cell is
+    annotated with its mean and the number of configurations behind it, empty cells stay
+    blank, and cells within one seed-noise standard deviation of the best are outlined."""
+    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.8, 0.55 * grid.shape[0] + 1.9))
+    values = grid.to_numpy(dtype=float)
+    image = ax.imshow(values, aspect="auto", cmap="viridis", origin="lower")
+    ax.set_xticks(range(grid.shape[1]), list(grid.columns))
+    ax.set_yticks(range(grid.shape[0]), list(grid.index))
+    ax.set_xlabel(f"{columns[0]} ({describe(columns[1])})")
+    ax.set_ylabel(f"{rows[0]} ({describe(rows[1])})")
+    norm = colors.Normalize(np.nanmin(values), np.nanmax(values)) if np.isfinite(
+        values).any() else None
+    best = np.nanmax(values) if np.isfinite(values).any() else np.nan
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            value = grid.iat[i, j]
-            if pd.notna(value):
-                ax.text(j, i, f"{value:.3f}\nn={int(counts.iat[i, j])}", ha="center",
-                        va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label=metric)
-    ax.set_title(f"{method}: {metric} over {row_label} x {col_label}")
+            value = values[i, j]
+            if np.isnan(value):
+                continue
+            light = norm is not None and norm(value) > 0.6
+            ax.text(j, i, f"{value:.3f}\nn={int(counts.iat[i, j])}", ha="center",
+                    va="center", fontsize=7, color="black" if light else "white")
+            if noise.known and best - value <= noise.std:
+                ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
+                                           edgecolor=_FAILED_COLOUR, lw=2, ls="--"))
+    fig.colorbar(image, ax=ax, label=f"{metric} at {budget:g} epochs")
+    floor = (f"outlined: within seed noise ({noise.std:.2g}) of the best" if noise.known
+             else "seed noise unknown")
+    ax.set_title(f"{method}: {metric} over {rows[0]} x {columns[0]}\n({floor})", fontsize=9)
     return _save(fig, path)
 
 
-def comparison_plot(path: Path, scores: dict[str, pd.Series], metric: str) -> Path:
-    """Every compared trial of every method (dots, slightly spread sideways) over a box
-    of its quartiles: where each method's trials land, not only its best."""
+def comparison_plot(path: Path, scores: dict[str, pd.Series], metric: str,
+                    budget: float) -> Path:
+    """Every compared configuration of every method (dots, slightly spread sideways) over
+    a box of its quartiles: where each method's trials land, not only its best."""
     methods = list(scores)
     fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.2, 4.0))
     ax.boxplot([scores[m].to_numpy(dtype=float) for m in methods], widths=0.5,
@@ -151,7 +248,7 @@ def comparison_plot(path: Path, scores: dict[str, pd.Series], metric: str) -> Pa
         ax.scatter(position + spread.uniform(-0.12, 0.12, len(values)), values, s=14,
                    color="#225ea8", alpha=0.7, zorder=3)
     ax.set_xticks(range(1, len(methods) + 1), methods, rotation=20, ha="right")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} of every compared trial, per method")
+    ax.set_ylabel(f"{metric} at {budget:g} epochs")
+    ax.set_title(f"{metric} of every compared configuration, per method", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

@@ -3,7 +3,8 @@
 Works on any experiment whose runs have params and metrics: platform-specific tags
 (``method``, ``status``, ``budget``) are used when present and inferred otherwise. Parent
 runs (a study's own run, or any run that other runs name as ``mlflow.parentRunId``) are
-not trials and are left out.
+not trials and are left out. Metric histories are read in bulk (see
+``tracking.read.metric_histories``), not one request per run and metric.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from mlflow.entities import Experiment as MlflowExperiment
+from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisInputError
 from tracking import schema
 from tracking.read import (
     all_runs,
     find_experiment,
-    metric_history,
+    metric_histories,
     open_store,
     recorded_spaces,
     split_parents,
@@ -38,8 +41,11 @@ _LOWER_IS_BETTER = ("loss", "error", "err")
 class Experiment:
     """The trials of one experiment as tables, plus what is known of their search spaces."""
 
+    #: One row per trial run: identity, status, budget, params, final_* and best_* metrics.
     runs: pd.DataFrame
+    #: Every logged metric value: run_id, metric, step, value.
     history: pd.DataFrame
+    #: The hyperparameters: every param but ``seed``, which tells replicates apart.
     params: list[str]
     metrics: list[str]
     #: method -> param -> spec (type, scale, ...), from the studies' search_spaces.json.
@@ -62,14 +68,46 @@ def _coerce(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values, errors="coerce")
 
 
-def load_experiment(tracking_uri: str, experiment: str, metric: str, mode: str) -> Experiment:
+def open_experiment(tracking_uri: str, experiment: str) -> tuple[MlflowClient, MlflowExperiment]:
+    """A client of the store and the experiment named ``experiment`` in it."""
     client = open_store(tracking_uri)
-    found = find_experiment(client, experiment)
+    return client, find_experiment(client, experiment)
+
+
+def default_metric(
+    client: MlflowClient, found: MlflowExperiment, candidates: tuple[str, ...]
+) -> str:
+    """The first of ``candidates`` that a run of the experiment logged (the last one when
+    none did, so that the error names it)."""
+    for candidate in candidates[:-1]:
+        logged = client.search_runs([found.experiment_id],
+                                    filter_string=f"metrics.{candidate} > -1e308",
+                                    max_results=1)
+        if logged:
+            return candidate
+    return candidates[-1]
+
+
+def load_experiment(
+    client: MlflowClient, found: MlflowExperiment, metric: str, mode: str
+) -> Experiment:
+    """The experiment's trials, their metric histories and recorded search spaces;
+    ``metric`` and ``mode`` decide which value of the analysed metric counts as a run's
+    best."""
     parents, trials = split_parents(list(all_runs(client, found.experiment_id)))
     if not trials:
-        raise AnalysisInputError(f"--experiment: {experiment!r} has no trial runs")
+        raise AnalysisInputError(f"--experiment: {found.name!r} has no trial runs")
+    metrics = sorted({k for r in trials for k in r.data.metrics})
+    # A step logged twice (an epoch retrained after a crash) counts once, with its last value.
+    history = pd.DataFrame(
+        [(p.run_id, p.key, p.step, p.value) for p in
+         metric_histories(client, [r.info.run_id for r in trials], metrics)],
+        columns=["run_id", "metric", "step", "value"],
+    ).drop_duplicates(["run_id", "metric", "step"], keep="last").reset_index(drop=True)
+    best = _best_values(history, metric, mode)
+    metric_steps = history[history["metric"] == metric].groupby("run_id")["step"].max()
 
-    rows, history_rows = [], []
+    rows = []
     for run in trials:
         tags, info = run.data.tags, run.info
         row: dict[str, Any] = {
@@ -87,33 +125,34 @@ def load_experiment(tracking_uri: str, experiment: str, metric: str, mode: str) 
         }
         for name, value in run.data.params.items():
             row[name if name not in RESERVED_COLUMNS else f"param_{name}"] = value
-        steps_seen = []
-        for key in run.data.metrics:
-            points = metric_history(client, info.run_id, key)
-            values = [p.value for p in points]
-            prefer_min = _lower_is_better(key) if key != metric else mode == "min"
-            row[f"final_{key}"] = run.data.metrics[key]
-            row[f"best_{key}"] = min(values) if prefer_min else max(values)
-            history_rows += [
-                {"run_id": info.run_id, "metric": key, "step": p.step, "value": p.value}
-                for p in points
-            ]
-            if key == metric:
-                steps_seen = [p.step for p in points]
+        for key, value in run.data.metrics.items():
+            row[f"final_{key}"] = value
+            row[f"best_{key}"] = best.get((info.run_id, key), math.nan)
         row["budget"] = float(tags[schema.TAG_BUDGET]) if schema.TAG_BUDGET in tags else (
-            float(max(steps_seen)) if steps_seen else math.nan
+            float(metric_steps[info.run_id]) if info.run_id in metric_steps else math.nan
         )
         rows.append(row)
 
     table = pd.DataFrame(rows)
-    params = sorted({
+    names = sorted({
         (n if n not in RESERVED_COLUMNS else f"param_{n}")
         for r in trials for n in r.data.params
     } - {"method"})
-    for name in params:
+    for name in names:
         table[name] = _coerce(table[name])
-    metrics = sorted({k for r in trials for k in r.data.metrics})
-    # A step logged twice (an epoch retrained after a crash) counts once, with its last value.
-    history = pd.DataFrame(history_rows, columns=["run_id", "metric", "step", "value"])
-    history = history.drop_duplicates(["run_id", "metric", "step"], keep="last")
+    params = [n for n in names if n != schema.PARAM_SEED]
     return Experiment(table, history, params, metrics, recorded_spaces(client, parents))
+
+
+def _best_values(history: pd.DataFrame, metric: str, mode: str) -> dict[tuple[str, str], float]:
+    """(run id, metric) -> the best value the run logged: the analysed metric in the
+    analysis's mode, others lowest for losses and errors and highest otherwise."""
+    if history.empty:
+        return {}
+    grouped = history.groupby(["run_id", "metric"])["value"]
+    lowest, highest = grouped.min(), grouped.max()
+    best = {}
+    for (run_id, key), low in lowest.items():
+        prefer_min = _lower_is_better(key) if key != metric else mode == "min"
+        best[(run_id, key)] = float(low if prefer_min else highest[(run_id, key)])
+    return best

@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--mode", choices=("max", "min"),
                          help="default: the study's search.mode, else max")
     analyze.add_argument(
-        "--budget", default="common",
-        help="epochs at which trials are compared: common (reached by every trial, the "
-        "default), full, or a number",
+        "--budget", default="auto",
+        help="epochs at which each method's trials are compared: auto (the default: the "
+        "largest budget with enough trials for importance, 2 per searched parameter and "
+        "at least 6), common (reached by every trial), full, or a number",
     )
     analyze.add_argument("--out", type=Path, required=True)
     analyze.set_defaults(handler=_cmd_analyze)

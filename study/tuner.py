@@ -3,9 +3,11 @@ driven by Optuna's TPE through ``OptunaSearch`` and early-stopped by ASHA, every
 recorded in MLflow.
 
 Optuna pruners do not act through ``OptunaSearch``; early stopping is therefore the
-scheduler's job. All trials of a study share one seed (common random numbers): they
-start from the same initialisation and see the same data order, so differences between
-trials come from the hyperparameters, which is what a sensitivity analysis needs.
+scheduler's job, and the searcher tells Optuna which trials ASHA stopped (PRUNED, with
+their learning curves as intermediate values) and which reached the full budget. All
+trials of a study share one seed (common random numbers): they start from the same
+initialisation and see the same data order, so differences between trials come from the
+hyperparameters, which is what a sensitivity analysis needs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
 from study.config import StudyConfig
 from study.settings import optuna_storage_url, study_root, trial_settings
+from tracking import schema
 from tracking.runs import (
     TrackingTarget,
     close_orphaned_runs,
@@ -95,13 +98,38 @@ def _error_text(trial: Any) -> str:
 
 
 class LinkedOptunaSearch(OptunaSearch):
-    """OptunaSearch that links each Optuna trial to its Tune trial and MLflow run (user
-    attribute ``tune_trial_id``) and records why a failed trial failed (``failure_reason``,
-    read from the MLflow run, where the trial wrote it before raising)."""
+    """OptunaSearch that tells Optuna each trial's budget, and links each Optuna trial to
+    its Tune trial and MLflow run.
 
-    def __init__(self, *args: Any, target: TrackingTarget, **kwargs: Any) -> None:
+    Ray's OptunaSearch reports intermediate values at Tune's iteration count, and tells
+    Optuna that every trial that ended without an error is COMPLETE with its last value:
+    a trial ASHA stopped after 2 epochs then counts as a finished 2-epoch result, which
+    TPE and Optuna's importance compare with 8-epoch ones. Here instead:
+
+    - every evaluation reaches the Optuna trial as an intermediate value at its epoch
+      (``trial.report(value, epoch)``), the last one too, which Tune hands only to
+      :meth:`on_trial_complete` when the scheduler stops the trial there;
+    - a trial that reached the full budget (``max_budget`` epochs) ends COMPLETE with its
+      full-budget value;
+    - a trial that ended before (ASHA stopped it) ends PRUNED, which Optuna records with
+      its last intermediate value; TPE ranks pruned trials after complete ones, by how
+      far they got and their value there, as it does for trials stopped by Optuna's own
+      pruners;
+    - a failed trial (or one whose metric is not finite) ends FAIL, with the reason its
+      process recorded in MLflow (user attribute ``failure_reason``).
+
+    Every Optuna trial carries ``tune_trial_id``, the ``trial_id`` tag of its MLflow run.
+    """
+
+    def __init__(
+        self, *args: Any, target: TrackingTarget, max_budget: int, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._target = target
+        self._max_budget = max_budget
+        #: Tune trial id -> the last epoch reported to Optuna (a resumed trial trains
+        #: again an epoch it may already have reported).
+        self._reported: dict[str, int] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
         suggestion = super().suggest(trial_id)
@@ -109,12 +137,43 @@ class LinkedOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id].set_user_attr("tune_trial_id", trial_id)
         return suggestion
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        value, epoch = result.get(self.metric), result.get(schema.EPOCH)
+        if value is None or epoch is None or trial_id not in self._ot_trials:
+            return
+        if int(epoch) > self._reported.get(trial_id, 0):
+            try:
+                self._ot_trials[trial_id].report(float(value), int(epoch))
+            except (RuntimeError, ValueError) as exc:  # a trial a resumed study ended
+                logger.warning("Optuna trial of %s: %s", trial_id, exc)
+            self._reported[trial_id] = int(epoch)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_trials[trial_id].set_user_attr("failure_reason", self._reason(trial_id))
-        super().on_trial_complete(trial_id, result=result, error=error)
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        trial = self._ot_trials[trial_id]
+        value = (result or {}).get(self.metric)
+        epoch = (result or {}).get(schema.EPOCH)
+        if result:
+            self._report(trial_id, result)
+        state, told = optuna.trial.TrialState.PRUNED, None
+        if error or (value is not None and not math.isfinite(value)):
+            state = optuna.trial.TrialState.FAIL
+            reason = self._reason(trial_id) if error else f"{self.metric} is {value}"
+            trial.set_user_attr("failure_reason", reason)
+        elif value is not None and epoch is not None and int(epoch) >= self._max_budget:
+            state, told = optuna.trial.TrialState.COMPLETE, float(value)
+        try:
+            self._ot_study.tell(trial, told, state=state)
+        except (RuntimeError, ValueError) as exc:  # a trial a resumed study already ended
+            logger.warning("Optuna trial of %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
 
     def _reason(self, trial_id: str) -> str:
         return (trial_failure_reason(self._target, trial_id)
@@ -349,6 +408,7 @@ def _new_tuner(
         study_name=f"{config.name}-{name}",
         storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
         target=target,
+        max_budget=config.train.epochs,
     )
     scheduler = ASHAScheduler(
         time_attr="epoch",

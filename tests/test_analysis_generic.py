@@ -12,7 +12,8 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.sensitivity import choose_budget, param_scale, response, values_at_budget
+from analysis.budgets import choose_budget, values_at_budget
+from analysis.scales import make_binning, param_scale
 from study.cli import main
 
 
@@ -46,9 +47,16 @@ def test_analysis_of_a_foreign_experiment(foreign_experiment: str, tmp_path: Pat
     runs = pd.read_parquet(out / "runs.parquet")
     assert len(runs) == 12 and set(runs["method"]) == {"all"}
     assert runs["budget"].tolist() == [5.0] * 12
+    # Histories read in bulk are those MLflow gives run by run.
+    history = pd.read_parquet(out / "history.parquet")
+    client = MlflowClient(foreign_experiment)
+    one_by_one = sorted((r, m.step, m.value) for r in runs["run_id"]
+                        for m in client.get_metric_history(r, "val_acc"))
+    assert sorted(history[["run_id", "step", "value"]].itertuples(index=False,
+                                                                  name=None)) == one_by_one
     importance = pd.read_csv(out / "importance.csv")
     assert set(importance["param"]) == {"lr", "optimiser", "dropout"}
-    assert set(importance["evaluator"]) == {"FanovaImportanceEvaluator"}
+    assert set(importance["evaluator"]) == {"additive_fanova"}
     assert importance.set_index("param")["importance"].idxmax() == "lr"
     sensitivity = pd.read_csv(out / "sensitivity.csv")
     assert set(sensitivity.loc[sensitivity["param"] == "optimiser", "value"]) == {"adam", "sgd"}
@@ -94,31 +102,49 @@ def test_budget_choice_and_values_at_budget() -> None:
         "step": [*range(1, 9), 1, 2, 1, 2, 3, 4],
         "value": [*(0.1 * s for s in range(1, 9)), 0.05, 0.07, 0.2, 0.3, 0.35, 0.4],
     })
-    common = choose_budget(runs, "common")
+    common = choose_budget(runs, "common", n_params=1)
     assert (common.budget, common.full_budget, common.reached_full) == (2.0, 8.0, 1)
     at_common = values_at_budget(runs, history, "acc", common.budget)
     assert at_common.to_dict() == pytest.approx({"a": 0.2, "b": 0.07, "c": 0.3})
     at_four = values_at_budget(runs, history, "acc", 4)
     assert set(at_four.index) == {"a", "c"}
-    assert choose_budget(runs, "full").budget == 8.0
+    assert choose_budget(runs, "full", n_params=1).budget == 8.0
+    # Three trials are too few for importance anywhere: auto falls back to common.
+    auto = choose_budget(runs, "auto", n_params=1)
+    assert auto.budget == 2.0 and auto.fallback and auto.analysed == ()
 
 
-def test_response_bins_on_the_parameter_scale() -> None:
-    x = pd.Series([0.01] * 3 + [0.1] * 3 + [1.0] * 3)
-    y = pd.Series([1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 9.0, 9.0, 9.0])
-    table = response(x, y, "log", max_bins=3)
-    assert table["value"].tolist() == pytest.approx([10 ** -1.6667, 10 ** -1.0, 10 ** -0.3333],
-                                                    rel=1e-3)
-    assert table["mean"].tolist() == [2.0, 5.0, 9.0] and table["n"].tolist() == [3, 3, 3]
-    first = table.iloc[0]
-    assert first["low"] < 2.0 < first["high"]
-    assert table.iloc[1]["low"] == table.iloc[1]["high"] == 5.0
+def test_auto_budget_is_the_largest_that_enough_trials_reached() -> None:
+    """12 trials at 1 epoch, 8 at 2, 4 at 4 (ASHA-like): with 3 parameters a budget needs
+    6 trials, so auto picks 2 epochs where common would pick the grace period."""
+    budgets = [1.0] * 4 + [2.0] * 4 + [4.0] * 4
+    runs = pd.DataFrame({"run_id": [str(i) for i in range(12)], "budget": budgets,
+                         "max_budget": 4.0})
+    auto = choose_budget(runs, "auto", n_params=3)
+    assert (auto.budget, auto.at_budget, auto.needed, auto.analysed) == (2.0, 8, 6, (1.0, 2.0))
+    assert choose_budget(runs, "common", n_params=3).budget == 1.0
+    assert choose_budget(runs, "auto", n_params=5).budget == 1.0  # needs 10: only 1 epoch
+
+
+def test_bins_on_the_parameter_scale() -> None:
+    x = pd.Series([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    binning = make_binning(x, "log", 3)
+    assert binning.labels == pytest.approx([10 ** -1.6667, 10 ** -1.0, 10 ** -0.3333],
+                                           rel=1e-3)
+    assert binning.assign(x).tolist() == [0, 0, 1, 1, 1, 2, 2]
+    # Momentum's bins are equally wide in log10(1 - m), over [-4, -1] here.
+    momentum = make_binning(pd.Series([0.9, 0.99, 0.999, 0.9999, 0.95]), "log1m", 3)
+    assert momentum.labels == pytest.approx([1 - 10**-3.5, 1 - 10**-2.5, 1 - 10**-1.5])
+    assert momentum.assign(pd.Series([0.9999, 0.999, 0.99, 0.9])).tolist() == [0, 1, 2, 2]
+    few = make_binning(pd.Series([64.0, 128.0, 64.0]), "categorical", 3)
+    assert few.labels == (64.0, 128.0) and few.assign(pd.Series([128, 64])).tolist() == [1, 0]
 
 
 def test_param_scale_inference() -> None:
-    assert param_scale("opt", pd.Series(["a", "b"]), None) == "categorical"
-    assert param_scale("bs", pd.Series([64.0, 128.0, 256.0]), None) == "categorical"
-    assert param_scale("lr", pd.Series([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]), None) == "log"
-    assert param_scale("p", pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), None) == "linear"
-    assert param_scale("m", pd.Series([0.9, 0.99]), {"type": "float", "scale": "log1m"}) == \
-        "log1m"
+    assert param_scale(pd.Series(["a", "b"]), None) == "categorical"
+    assert param_scale(pd.Series([64.0, 128.0, 256.0]), None) == "categorical"
+    assert param_scale(pd.Series([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]), None) == "log"
+    assert param_scale(pd.Series([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), None) == "linear"
+    # Two decades, but spread evenly on a linear axis: a uniform search that came near 0.
+    assert param_scale(pd.Series([0.004, 0.2, 0.4, 0.5, 0.7, 0.9]), None) == "linear"
+    assert param_scale(pd.Series([0.9, 0.99]), {"type": "float", "scale": "log1m"}) == "log1m"

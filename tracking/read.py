@@ -8,18 +8,41 @@ as ``mlflow.parentRunId`` or that carry the study role tag.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from mlflow.entities import Experiment, Metric, Run
+from mlflow.entities import Experiment, Run
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
+from mlflow.utils.rest_utils import http_request, verify_rest_response
 
 from tracking import schema
 from tracking.errors import TrackingError
 from tracking.uris import sqlite_path
+
+logger = logging.getLogger(__name__)
+
+#: The tracking server's bulk history endpoint, the one its own UI draws charts from:
+#: every point of one metric for up to 100 runs per request, at most 25,000 points.
+BULK_HISTORY_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+BULK_HISTORY_RUNS = 100
+BULK_HISTORY_POINTS = 25_000
+#: Run ids per query of a database store (SQLite allows 32,766 bound variables).
+_SQL_RUNS = 500
+
+
+class HistoryPoint(NamedTuple):
+    """One logged value of one metric of one run."""
+
+    run_id: str
+    key: str
+    step: int
+    value: float
+    timestamp: int
 
 
 def open_store(tracking_uri: str) -> MlflowClient:
@@ -61,19 +84,84 @@ def split_parents(runs: list[Run]) -> tuple[list[Run], list[Run]]:
     return parents, [r for r in runs if r.info.run_id not in parent_set]
 
 
-def metric_history(client: MlflowClient, run_id: str, key: str) -> list[Metric]:
-    return client.get_metric_history(run_id, key)
+def metric_histories(
+    client: MlflowClient, run_ids: list[str], keys: Iterable[str]
+) -> list[HistoryPoint]:
+    """Every logged value of ``keys`` for ``run_ids``, in bulk.
+
+    MLflow's client has only a per-run, per-metric history call, which is one HTTP request
+    per run and metric against a tracking server (3,000 for 1,000 runs and 3 metrics).
+    Instead, a database store (SQLite, PostgreSQL...) is asked once per metric for 500
+    runs at a time, and a tracking server through the bulk endpoint its UI uses, for 100
+    runs per request. Both are MLflow internals rather than its public client API, so any
+    other store, or a server that refuses the endpoint, falls back to per-run requests.
+    Points come in logging order within each run and metric.
+    """
+    store = client._tracking_client.store
+    points: list[HistoryPoint] = []
+    for key in keys:
+        if hasattr(store, "get_metric_history_bulk"):
+            points += _database_histories(store, run_ids, key)
+            continue
+        if isinstance(store, RestStore):
+            try:
+                points += _server_histories(client, store, run_ids, key)
+                continue
+            except MlflowException as exc:
+                logger.info("bulk metric history refused (%s); reading run by run", exc)
+        points += _run_by_run(client, run_ids, key)
+    return points
 
 
-def recorded_objective(tracking_uri: str, experiment: str) -> tuple[str | None, str | None]:
+def _database_histories(store: Any, run_ids: list[str], key: str) -> list[HistoryPoint]:
+    points = []
+    for start in range(0, len(run_ids), _SQL_RUNS):
+        for found in store.get_metric_history_bulk(run_ids[start:start + _SQL_RUNS], key,
+                                                   max_results=None):
+            points.append(HistoryPoint(found.run_id, key, int(found.step), found.value,
+                                       int(found.timestamp)))
+    return points
+
+
+def _server_histories(
+    client: MlflowClient, store: RestStore, run_ids: list[str], key: str
+) -> list[HistoryPoint]:
+    """Requests of up to 100 runs; a request that comes back full (25,000 points) may
+    have been cut, and is asked again in halves (one run alone: page by page)."""
+    pending = [run_ids[i:i + BULK_HISTORY_RUNS]
+               for i in range(0, len(run_ids), BULK_HISTORY_RUNS)]
+    points: list[HistoryPoint] = []
+    while pending:
+        chunk = pending.pop()
+        params = [("run_id", r) for r in chunk] + [
+            ("metric_key", key), ("max_results", str(BULK_HISTORY_POINTS))]
+        response = http_request(store.get_host_creds(), BULK_HISTORY_ENDPOINT, "GET",
+                                params=params)
+        found = verify_rest_response(response, BULK_HISTORY_ENDPOINT).json().get("metrics", [])
+        if len(found) >= BULK_HISTORY_POINTS:
+            if len(chunk) == 1:
+                points += _run_by_run(client, chunk, key)
+            else:
+                half = len(chunk) // 2
+                pending += [chunk[:half], chunk[half:]]
+            continue
+        points += [HistoryPoint(m["run_id"], key, int(m.get("step", 0)), float(m["value"]),
+                                int(m.get("timestamp", 0))) for m in found]
+    return points
+
+
+def _run_by_run(client: MlflowClient, run_ids: list[str], key: str) -> list[HistoryPoint]:
+    return [HistoryPoint(run_id, key, int(m.step), m.value, int(m.timestamp))
+            for run_id in run_ids for m in client.get_metric_history(run_id, key)]
+
+
+def recorded_objective(
+    client: MlflowClient, experiment: Experiment
+) -> tuple[str | None, str | None]:
     """The metric and mode the experiment's studies optimised, when they all agree; None
     where nothing or several were recorded."""
-    client = open_store(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return None, None
     parents = client.search_runs(
-        [found.experiment_id],
+        [experiment.experiment_id],
         filter_string=f"tags.`{schema.TAG_ROLE}` = '{schema.ROLE_STUDY}'",
     )
     metrics = {r.data.tags.get(schema.TAG_STUDY_METRIC) for r in parents} - {None, ""}

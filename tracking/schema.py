@@ -35,7 +35,12 @@ KIND_SEARCH, KIND_CONFIRM, KIND_SWEEP = "search", "confirm", "sweep"
 TAG_REPLICATE_OF = "replicate_of"
 #: On a sweep's run: its cell, the swept values as JSON (``{"temperature": 0.1}``).
 TAG_SWEEP_CELL = "sweep_cell"
-#: Param: the seed of a run's initialisation, data order and augmentations.
+
+# Params.
+#: The seed a run trained with (when the runs of one configuration differ in it). Runs
+#: whose params are identical apart from it are replicates of one configuration: the
+#: analysis measures seed-to-seed noise from them and never treats it as a
+#: hyperparameter.
 PARAM_SEED = "seed"
 
 # Tags of a study's parent run.

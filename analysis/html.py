@@ -1,0 +1,199 @@
+"""The HTML report: one self-contained page (figures inlined), every value escaped.
+
+It opens with the summary a researcher reads first (per method: what matters beyond
+chance and by how much, what does not, the configuration to use and what to expect of
+it), then the overview and method comparison, then each method's details.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.importance import ALPHA, EVALUATOR
+from analysis.method import MethodAnalysis, scales_table
+from analysis.summary import verdicts
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
+th { background: #f4f6f8; } td:first-child, th:first-child { text-align: left; }
+.plots { display: flex; flex-wrap: wrap; gap: .8rem; align-items: flex-start; }
+.plots img { max-width: 540px; height: auto; border: 1px solid #eee; }
+.note { background: #f4f6f8; border-left: 4px solid #9ecae1; padding: .4rem .8rem; }
+.warning { background: #fff8e1; border-left: 4px solid #f5b300; padding: .4rem .8rem; }
+pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; }
+details { margin: .5rem 0 1.2rem; } summary { cursor: pointer; font-weight: 600; }
+"""
+_e = html.escape
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    alt = _e(path.stem)
+    return f'<img alt="{alt}" title="{alt}" src="data:image/png;base64,{data}">'
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}",
+                         na_rep="", border=0)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if any(math.isnan(v) for v in (value, low, high)):
+        return ""
+    return f"{value:.3g} [{low:.3g}, {high:.3g}]"
+
+
+def _summary(a: MethodAnalysis, metric: str) -> str:
+    parts = [f"<h3>{_e(a.method)}</h3>"]
+    if a.budget is None or a.scored is None:
+        return "".join(parts) + "".join(f'<p class="note">{_e(n)}</p>' for n in a.notes)
+    parts.append(f"<p>At {a.budget.budget:g} epochs, {len(a.scored.frame)} configurations "
+                 f"({len(a.scored.runs)} runs).</p>")
+    importance = a.importance_at_budget
+    if importance.empty:
+        parts.append('<p class="note">Too few trials to tell which parameters matter: '
+                     f"importance needs {a.budget.needed} configurations at one budget "
+                     "(2 per searched parameter, at least 6).</p>")
+    else:
+        table = verdicts(importance, a.effects)
+        matters = table[table["significant"] == "true"]
+        if matters.empty:
+            parts.append("<p><b>No parameter matters beyond chance</b> at this budget: "
+                         "every importance is within its permutation null.</p>")
+        else:
+            noise = a.noise.known
+            shown = pd.DataFrame({
+                "param": matters["param"],
+                "importance [95% interval]": [
+                    _interval(r.importance, r.importance_low, r.importance_high)
+                    for r in matters.itertuples()],
+                "null threshold": matters["null_high"],
+                "effect in metric units [95% interval]": [
+                    _interval(r.effect, r.effect_low, r.effect_high)
+                    for r in matters.itertuples()],
+                "effect beyond seed noise": matters["exceeds_noise"] if noise
+                else "noise unknown",
+            })
+            parts.append(f"<p><b>Matter beyond chance</b> (importance above the null, "
+                         f"family-wise {ALPHA:.0%}):</p>{_table(shown)}")
+        rest = table[table["significant"] != "true"]["param"].tolist()
+        if rest:
+            parts.append("<p><b>Within chance</b> (no effect shown at this budget): "
+                         f"{_e(', '.join(rest))}</p>")
+    if a.recommendation is not None:
+        r = a.recommendation
+        parts.append(f"<p><b>Recommended configuration</b> (best at {r.budget:g} epochs, "
+                     f"run {_e(r.run_name)}); expected {_e(metric)}: "
+                     f"{_e(r.expected())}</p><pre>{_e(r.yaml(a.method))}</pre>")
+    parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
+    return "\n".join(parts)
+
+
+def _method_section(a: MethodAnalysis) -> str:
+    parts = [f"<h2>{_e(a.method)}</h2>"]
+    parts += [f'<p class="note">{_e(note)}</p>' for note in a.notes]
+    parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
+    if a.scales:
+        parts.append("<h3>search scales</h3><p>Every analysis of a parameter works on this "
+                     "axis; an inferred scale was not recorded by a study and was guessed "
+                     f"from the values.</p>{_table(scales_table(a))}")
+    if not a.importance.empty:
+        parts.append(
+            f"<h3>importance</h3><p>Evaluator <code>{_e(EVALUATOR)}</code>: share of the "
+            "metric's variance each parameter's main effect explains (not renormalised), "
+            "95% bootstrap interval, and the permutation null's threshold; "
+            "<b>significant</b> when above it.</p>"
+            f"{_table(a.importance.drop(columns=['method', 'evaluator']))}")
+    if not a.budgets.empty:
+        parts.append("<h3>budgets</h3><p>Spearman rank correlation of the configurations' "
+                     "scores between two budgets, over the n configurations that reached "
+                     "both: how well a ranking at the lower budget predicts the higher.</p>"
+                     f"{_table(a.budgets.drop(columns='method'))}")
+    if a.plots:
+        parts.append('<div class="plots">' + "".join(_img(p) for p in a.plots) + "</div>")
+    if not a.effects.empty:
+        parts.append("<details><summary>effects</summary>"
+                     f"{_table(a.effects.drop(columns='method'))}</details>")
+    if not a.sensitivity.empty:
+        parts.append("<details><summary>marginal responses (sensitivity table)</summary>"
+                     f"{_table(a.sensitivity.drop(columns='method'))}</details>")
+    if not a.failed.empty:
+        parts.append(f"<h3>failed trials ({len(a.failed)} of {a.trials})</h3>"
+                     f"{_table(a.reasons)}<p>Failure rate along each parameter: the strip "
+                     "under each response curve, and failures.csv.</p>")
+    return "\n".join(parts)
+
+
+def _comparison_section(comparison: pd.DataFrame, plot: Path | None, metric: str,
+                        budget: float) -> str:
+    if comparison.empty:
+        return ""
+    common_n = int(comparison["common_n"].iloc[0])
+    return (
+        f"<h2>Method comparison</h2><p>Every method at {budget:g} epochs, each "
+        f"configuration once (the mean of its seeds where it has several): best, median "
+        f"and spread. Methods with more trials have more chances at a lucky best, so "
+        f"<b>expected_best</b> is the expected best of {common_n} configurations drawn at "
+        f"random from each method's (the fewest any method has), and the table is sorted "
+        f"by it. <b>best_runs</b> and <b>best_std</b>: the seeds behind the best "
+        f"configuration and their spread. <b>neighbour_mean</b> is the mean score of the "
+        f"trials nearest to the best configuration in hyperparameter space (on the search "
+        f"scales) and <b>best_drop</b> the loss from the best to them (small: the best "
+        f"sits on a plateau; large: on a peak).</p>"
+        f"{_table(comparison)}" + (f'<div class="plots">{_img(plot)}</div>' if plot else "")
+    )
+
+
+def render_report(
+    experiment_name: str, tracking_uri: str, metric: str, mode: str,
+    analyses: list[MethodAnalysis], runs: pd.DataFrame,
+    comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
+    compared_at: float = math.nan,
+) -> str:
+    overview = pd.DataFrame([
+        {
+            "method": a.method,
+            "trials": a.trials,
+            "failed": len(a.failed),
+            "full budget (epochs)": a.budget.full_budget if a.budget else math.nan,
+            "reached full budget": a.budget.reached_full if a.budget else 0,
+            "compared at (epochs)": a.budget.budget if a.budget else math.nan,
+            "configurations": len(a.scored.frame) if a.scored is not None else 0,
+            "seed noise (std)": a.noise.std if a.noise.known else "unknown",
+            f"best {metric}": a.recommendation.score if a.recommendation else math.nan,
+        }
+        for a in analyses
+    ])
+    shown = [c for c in runs.columns if not c.startswith("best_")]
+    comparison = comparison if comparison is not None else pd.DataFrame()
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Sensitivity report: {_e(experiment_name)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Sensitivity report: {_e(experiment_name)}</h1>
+<p>Metric <b>{_e(metric)}</b> ({_e(mode)}imised), tracking store
+<code>{_e(tracking_uri)}</code>. Trials stopped early by the scheduler report values after
+fewer epochs than finished ones, so each method is compared at one budget (given with
+every table and figure), full budget where enough trials reached it. Importance is the
+share of the metric's variance a parameter explains on its own search scale, with a 95%
+bootstrap interval; a parameter <i>matters</i> when its importance clears what shuffling
+its values across trials gives ({ALPHA:.0%} for all parameters together). The seed noise
+is the spread of runs that differ only in their seed.</p>
+<h2>Summary</h2>
+{"".join(_summary(a, metric) for a in analyses)}
+<h2>Overview</h2>
+{_table(overview)}
+{_comparison_section(comparison, comparison_plot, metric, compared_at)}
+{"".join(_method_section(a) for a in analyses)}
+<details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
+</body></html>
+"""

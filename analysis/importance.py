@@ -1,0 +1,153 @@
+"""Importance with an interval and a permutation null, and the marginal responses that
+come with it.
+
+Everything is read off the additive surrogate of :mod:`analysis.surrogate`, fitted on
+the parameters' search scales (knots for continuous parameters, levels for categories):
+
+- **importance**: the share of the metric's variance a parameter's main effect explains
+  (fANOVA's main-effect fraction, not renormalised);
+- **interval** (``low``, ``high``): the 2.5% and 97.5% percentiles over
+  :data:`BOOTSTRAP` refits on trials resampled with replacement;
+- **null** (``null_high``): the importance the same analysis gives the parameter when
+  its own column is shuffled across trials (the others kept), over
+  :func:`permutations` shuffles; ``null_high`` is the value the observed importance
+  must exceed for a permutation p-value of at most ALPHA / P, P the number of parameters
+  (Bonferroni: the whole family of parameters is tested at 5%, so a study with many
+  parameters does not find an effect by chance). ``significant`` is importance above it;
+- **marginal response**: the surrogate's partial dependence on each parameter (the mean
+  prediction with the parameter set to each knot or level, the others as the trials had
+  them), with its bootstrap band;
+- **effect**: the range of that response over the knots or levels that hold a trial (a
+  trial belongs to its nearest knot), in metric units, with its bootstrap interval.
+
+Cost: one batched fit of BOOTSTRAP replicates and P of ``permutations(P)`` replicates
+each; about a second for 1,000 trials and 6 parameters on one core.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis import surrogate
+from analysis.scales import Binning, Scale, make_knots, n_bins
+
+#: What importance.csv's ``evaluator`` column names: fANOVA main effects of the
+#: additive surrogate on the search scales.
+EVALUATOR = "additive_fanova"
+#: Family-wise significance level.
+ALPHA = 0.05
+BOOTSTRAP = 200
+MIN_PERMUTATIONS = 100
+#: Trials a knot or level needs before its response gets a band.
+MIN_SUPPORT = 3
+IMPORTANCE_COLUMNS = ["method", "param", "importance", "low", "high", "null_high",
+                      "significant", "evaluator", "budget"]
+
+
+def permutations(n_params: int) -> int:
+    """Shuffles per parameter: enough that the null's 1 - ALPHA / P tail holds at least
+    two of them, never fewer than :data:`MIN_PERMUTATIONS`."""
+    return max(MIN_PERMUTATIONS, math.ceil(2 * n_params / ALPHA))
+
+
+@dataclass(frozen=True)
+class Marginals:
+    """What the surrogate says about each parameter at one budget."""
+
+    params: list[str]
+    binnings: list[Binning]
+    #: Per parameter, the trials (configurations) nearest each knot or at each level.
+    counts: list[np.ndarray]
+    trials: int
+    importance: np.ndarray
+    #: (P, 2) bootstrap interval of the importance.
+    interval: np.ndarray
+    #: (P,) the null's threshold; NaN when the null was not computed.
+    null_high: np.ndarray
+    #: Per parameter, the partial dependence per knot or level and its (K, 2) band.
+    response: list[np.ndarray]
+    band: list[np.ndarray]
+    #: (P,) range of the response over the knots or levels that hold a trial, and its
+    #: (P, 2) interval.
+    effect: np.ndarray
+    effect_interval: np.ndarray
+
+    @property
+    def significant(self) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return self.importance > self.null_high
+
+
+def estimate(
+    frame: pd.DataFrame, y: pd.Series, scales: dict[str, Scale], null: bool = True,
+    seed: int = 0,
+) -> Marginals:
+    """Fit, bootstrap and (with ``null``) permute; ``frame`` holds one row per
+    configuration with a column per parameter of ``scales``, ``y`` its score."""
+    params = list(scales)
+    values = np.asarray(y, dtype=float)
+    n = len(values)
+    knots = n_bins(n, len(params))
+    binnings = [make_knots(frame[p], scales[p], knots) for p in params]
+    bases = [b.design(frame[p]) for b, p in zip(binnings, params, strict=True)]
+    design = surrogate.Design(
+        index=np.stack([index for index, _ in bases], axis=1),
+        weight=np.stack([weight for _, weight in bases], axis=1),
+        sizes=[b.size for b in binnings],
+        piecewise=[b.kind == "knots" for b in binnings],
+    )
+    counts = [np.bincount(b.assign(frame[p]), minlength=b.size)
+              for b, p in zip(binnings, params, strict=True)]
+    rng = np.random.default_rng(seed)
+
+    point = surrogate.fit(design, values)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).astype(float)
+    boot = surrogate.fit(design, values, weights)
+    null_high = np.full(len(params), np.nan)
+    if null:
+        shuffles = permutations(len(params))
+        # The k-th largest shuffled importance: exceeding it gives a permutation p-value
+        # (1 + #null >= observed) / (M + 1) of at most ALPHA / P.
+        k = math.floor(ALPHA / len(params) * (shuffles + 1))
+        for i in range(len(params)):
+            orders = rng.permuted(np.tile(np.arange(n), (shuffles, 1)), axis=1)
+            draws = surrogate.fit_shuffled(design, values, i, orders).importance[:, i]
+            null_high[i] = np.sort(draws)[::-1][k - 1]
+
+    response, band, effect, effect_interval = [], [], [], []
+    for i in range(len(params)):
+        curve = point.partial_dependence(i)[0]
+        replicates = boot.partial_dependence(i)
+        low, high = np.percentile(replicates, [2.5, 97.5], axis=0)
+        response.append(curve)
+        band.append(np.stack([low, high], axis=1))
+        supported = counts[i] > 0
+        effect.append(np.ptp(curve[supported]))
+        effect_interval.append(np.percentile(np.ptp(replicates[:, supported], axis=1),
+                                             [2.5, 97.5]))
+    return Marginals(
+        params, binnings, counts, n, point.importance[0],
+        np.percentile(boot.importance, [2.5, 97.5], axis=0).T, null_high, response, band,
+        np.array(effect), np.array(effect_interval),
+    )
+
+
+def importance_table(method: str, budget: float, marginals: Marginals) -> pd.DataFrame:
+    """Rows of importance.csv, most important first."""
+    table = pd.DataFrame({
+        "method": method,
+        "param": marginals.params,
+        "importance": marginals.importance,
+        "low": marginals.interval[:, 0],
+        "high": marginals.interval[:, 1],
+        "null_high": marginals.null_high,
+        "significant": np.where(marginals.significant, "true", "false"),
+        "evaluator": EVALUATOR,
+        "budget": budget,
+    }, columns=IMPORTANCE_COLUMNS)
+    return table.sort_values("importance", ascending=False, kind="stable",
+                             ignore_index=True)
