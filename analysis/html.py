@@ -153,11 +153,45 @@ def _comparison_section(comparison: pd.DataFrame, plot: Path | None, metric: str
     )
 
 
+def _sweeps_section(sweeps: pd.DataFrame | None, figures: list[Path]) -> str:
+    """Each sweep as the papers print it: value -> mean +- std over seeds on the test
+    split, the best in bold, the values within noise of it marked."""
+    if sweeps is None or sweeps.empty:
+        return ""
+    parts = ["<h2>Sweeps</h2><p>Every other hyperparameter fixed, each value with several "
+             "seeds, at the full budget; scores on the held-out test split (a sweep selects "
+             "nothing). <b>Bold</b>: the best value; <i>within noise</i>: its difference "
+             "from the best is within two standard errors of that difference.</p>"]
+    for _, sweep in sweeps.groupby("sweep", sort=False):
+        first = sweep.iloc[0]
+        title = first["param"] + (f" x {first['param2']}" if pd.notna(first["param2"]) else "")
+        rows = []
+        for _, row in sweep.iterrows():
+            cell = _e(str(row["value"])) + (
+                f", {_e(str(row['value2']))}" if pd.notna(row["param2"]) else "")
+            score = f"{row['mean']:.4f}" + (
+                f" &plusmn; {row['std']:.4f}" if pd.notna(row["std"]) else "")
+            if row["best"]:
+                score = f"<b>{score}</b>"
+            mark = "best" if row["best"] else ("within noise" if row["within_noise"] else "")
+            rows.append(f"<tr><td>{cell}</td><td>{score}</td><td>{int(row['n'])}</td>"
+                        f"<td>{mark}</td></tr>")
+        parts.append(
+            f"<h3>{_e(first['method'])}: {_e(title)}</h3><table><tr><th>{_e(title)}</th>"
+            f"<th>{_e(first['metric'])} (mean &plusmn; std)</th><th>seeds</th><th></th></tr>"
+            + "".join(rows) + "</table>"
+        )
+    if figures:
+        parts.append('<div class="plots">' + "".join(_img(f) for f in figures) + "</div>")
+    return "".join(parts)
+
+
 def render_report(
     experiment_name: str, tracking_uri: str, metric: str, mode: str,
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
     comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
-    compared_at: float = math.nan,
+    compared_at: float = math.nan, sweeps: pd.DataFrame | None = None,
+    sweep_figures: list[Path] | None = None,
 ) -> str:
     overview = pd.DataFrame([
         {
@@ -193,6 +227,7 @@ is the spread of runs that differ only in their seed.</p>
 <h2>Overview</h2>
 {_table(overview)}
 {_comparison_section(comparison, comparison_plot, metric, compared_at)}
+{_sweeps_section(sweeps, sweep_figures or [])}
 {"".join(_method_section(a) for a in analyses)}
 <details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
 </body></html>

@@ -252,3 +252,25 @@ def comparison_plot(path: Path, scores: dict[str, pd.Series], metric: str,
     ax.set_title(f"{metric} of every compared configuration, per method", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def sweep_plot(path: Path, method: str, param: str, values: list, means: np.ndarray,
+               stds: np.ndarray, best: np.ndarray, metric: str) -> Path:
+    """A sweep as the papers draw it: each value's mean with a bar of +- one standard
+    deviation over its seeds, the best value filled; a log axis for positive values that
+    span a decade or more."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
+    ax.errorbar(x, means, yerr=np.nan_to_num(stds), fmt="o-", color="#225ea8",
+                mfc="white", capsize=3)
+    ax.plot(x[best], means[best], "o", color="#225ea8", markersize=8)
+    if numeric and (x > 0).all() and x.max() / x.min() >= 10:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(x, [str(v) for v in values])
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"{metric} (mean +- std over seeds)")
+    ax.set_title(f"{method}: {metric} by {param}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -11,6 +11,7 @@ every column and figure.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from analysis.method import MethodAnalysis, Scored, analyse_method, score
 from analysis.noise import NOISE_COLUMNS
 from analysis.response import EFFECT_COLUMNS, SENSITIVITY_COLUMNS
 from analysis.runs import Experiment, default_metric, load_experiment, open_experiment
+from analysis.sweeps import SWEEP_COLUMNS, mark_best, sweep_plots, sweep_runs, sweep_table
 from tracking.read import recorded_objective
 from tracking.schema import KNN_ACC, validation
 from tracking.uris import resolve_tracking_uri
@@ -58,10 +60,14 @@ def run_analysis(
         )
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
+    swept = sweep_runs(data.runs)
+    searched = replace(data, runs=data.runs.drop(index=swept.index))
     analyses = [
-        analyse_method(data, method, metric, mode, budget, plots_dir)
-        for method in sorted(data.runs["method"].unique())
+        analyse_method(searched, method, metric, mode, budget, plots_dir)
+        for method in sorted(searched.runs["method"].unique())
     ]
+    sweeps = mark_best(sweep_table(data.runs, metric), mode)
+    sweep_figures = sweep_plots(sweeps, plots_dir)
     data.runs.to_parquet(out / "runs.parquet", index=False)
     data.history.to_parquet(out / "history.parquet", index=False)
     tables = {
@@ -79,11 +85,14 @@ def run_analysis(
                                                         plots_dir)
     if not comparison.empty:
         tables["comparison.csv"] = comparison
+    if not sweeps.empty:
+        tables["sweeps.csv"] = sweeps[SWEEP_COLUMNS]
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
     report = out / "report.html"
     report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses,
-                                    data.runs, comparison, comparison_plot, compared_at))
+                                    data.runs, comparison, comparison_plot, compared_at,
+                                    sweeps, sweep_figures))
     logger.info("report: %s", report.resolve())
     logger.info("tables: runs.parquet, history.parquet, %s; plots in %s",
                 ", ".join(tables), plots_dir.resolve())

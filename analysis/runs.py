@@ -30,7 +30,7 @@ from tracking.read import (
 
 RESERVED_COLUMNS = {
     "run_id", "run_name", "method", "status", "budget", "max_budget", "duration_s",
-    "failure_reason", "study",
+    "failure_reason", "study", "run_kind", "replicate_of", "sweep_cell", "parent_run_id",
 }
 _STATUS_FROM_MLFLOW = {"FINISHED": schema.COMPLETED, "FAILED": schema.FAILED,
                        "KILLED": schema.FAILED}
@@ -122,6 +122,12 @@ def load_experiment(
             if info.end_time and info.start_time else math.nan,
             "max_budget": float(tags[schema.TAG_MAX_BUDGET])
             if schema.TAG_MAX_BUDGET in tags else math.nan,
+            # Why the run exists (a search trial unless tagged otherwise), and for
+            # confirmation and sweep runs what they repeat or which cell they are.
+            "run_kind": tags.get(schema.TAG_RUN_KIND, schema.KIND_SEARCH),
+            "replicate_of": tags.get(schema.TAG_REPLICATE_OF),
+            "sweep_cell": tags.get(schema.TAG_SWEEP_CELL),
+            "parent_run_id": tags.get(schema.TAG_PARENT_RUN),
         }
         for name, value in run.data.params.items():
             row[name if name not in RESERVED_COLUMNS else f"param_{name}"] = value

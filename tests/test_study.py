@@ -260,3 +260,9 @@ def test_a_sweep_runs_every_cell_with_every_seed(finished_study: Path) -> None:
                         if k not in ("temperature", "seed")) for r in cells}
     assert len(others) == 1
     assert all(r.data.tags["status"] == "completed" for r in cells)
+    out = finished_study / "sweep-report"
+    assert main(["analyze", "--experiment", "tiny", "--tracking-uri",
+                 f"sqlite:///{finished_study / 'mlflow.db'}", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "sweeps.csv")
+    assert sorted(table["value"]) == [0.1, 0.5] and (table["n"] == 2).all()
+    assert (table["metric"] == "knn_acc").all()
