@@ -12,18 +12,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
+from study.errors import ConfigError
 from tracking.schema import SEARCH_METRICS, validation
 from trainables.backbones import BACKBONE_STAGES, BACKBONES
 from trainables.data import DATASETS
 from trainables.hyperparameters import declared_hyperparameters
 from trainables.methods import METHODS
-
-
-class ConfigError(ValueError):
-    """Invalid user input; the CLI prints it as one line and exits with status 2."""
 
 
 class _Strict(BaseModel):
@@ -108,6 +112,10 @@ class SweepConfig(_Strict):
     values2: list[Any] | None = Field(None, min_length=1)
     around: str = Field("defaults", description="best, defaults, or a YAML file of values")
     seeds: int = Field(3, ge=1)
+
+
+#: Validation context of a config read for one run (``sslstudy train``), not a search.
+SINGLE_RUN = "single_run"
 
 
 class ConfirmConfig(_Strict):
@@ -199,12 +207,27 @@ class StudyConfig(_Strict):
     sweep: SweepConfig | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> StudyConfig:
+    def _consistent(self, info: ValidationInfo) -> StudyConfig:
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(
                 f"methods.{unknown[0]}: unknown method; allowed: {', '.join(sorted(METHODS))}"
             )
+        # ``sslstudy train`` runs one configuration: the search section does not apply.
+        if not (info.context or {}).get(SINGLE_RUN):
+            self._search_fits_training()
+        if self.train.sync_bn and (
+            self.resources.workers_per_trial < 2 or self.resources.gpus_per_worker == 0
+        ):
+            raise ValueError(
+                "train.sync_bn: needs workers_per_trial > 1 on GPUs (SyncBatchNorm has no "
+                "CPU implementation)"
+            )
+        if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
+            raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
+        return self
+
+    def _search_fits_training(self) -> None:
         probe = SEARCH_METRICS[self.search.metric]
         if probe is not None and getattr(self.train, probe) != "every":
             raise ValueError(
@@ -216,16 +239,6 @@ class StudyConfig(_Strict):
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "
                 f"got {self.search.grace_period}"
             )
-        if self.train.sync_bn and (
-            self.resources.workers_per_trial < 2 or self.resources.gpus_per_worker == 0
-        ):
-            raise ValueError(
-                "train.sync_bn: needs workers_per_trial > 1 on GPUs (SyncBatchNorm has no "
-                "CPU implementation)"
-            )
-        if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
-            raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
-        return self
 
     @property
     def experiment(self) -> str:
@@ -298,8 +311,12 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def parse_config(raw: Any, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
-    """Validate already-loaded YAML data; ``overrides`` are dotted paths from CLI flags."""
+def parse_config(
+    raw: Any, overrides: Mapping[str, Any] | None = None, single_run: bool = False
+) -> StudyConfig:
+    """Validate already-loaded YAML data; ``overrides`` are dotted paths from CLI flags.
+    ``single_run``: the config is for one run, whose checks leave out the search section
+    (a 1-epoch config must not fail on ASHA's grace period)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: the top level must be a mapping, got {type(raw).__name__}")
     data = dict(raw)
@@ -307,14 +324,16 @@ def parse_config(raw: Any, overrides: Mapping[str, Any] | None = None) -> StudyC
         if value is not None:
             _set_path(data, dotted, value)
     try:
-        config = StudyConfig.model_validate(data)
+        config = StudyConfig.model_validate(data, context={SINGLE_RUN: single_run})
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     config.spaces()
     return config
 
 
-def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> StudyConfig:
+def load_config(
+    path: Path, overrides: Mapping[str, Any] | None = None, single_run: bool = False
+) -> StudyConfig:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -329,7 +348,7 @@ def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Study
         what = ("a YAML tag that is not plain data" if isinstance(exc, yaml.constructor.
                 ConstructorError) else "invalid YAML")
         raise ConfigError(f"config file {str(path)!r}: {what}{where}") from None
-    return parse_config(raw, overrides)
+    return parse_config(raw, overrides, single_run)
 
 
 def config_as_dict(config: StudyConfig) -> dict[str, Any]:

@@ -16,8 +16,17 @@ from typing import Any
 from study import checks
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
 from study.launch import check_tracking, launch, resume_state
-from study.settings import study_root
-from tracking.runs import TrackingTarget, end_study_run, start_study_run
+from study.settings import loop_settings, study_root
+from tracking import schema
+from tracking.runs import (
+    TrackingTarget,
+    end_study_run,
+    log_references,
+    log_study_summary,
+    start_study_run,
+)
+from tracking.server import open_instructions
+from trainables.data import ImageDataset
 
 logger = logging.getLogger("sslstudy")
 
@@ -58,6 +67,7 @@ def run_search(
 
     with launch(config, root, state, address, dataset, tracking_uri, start_parent) as run:
         target = run.target
+        _log_references(config, spaces, dataset, target)
         if config.search.cross_method:
             outcomes = run_cross_method(config, spaces, run.data, target, run.max_concurrent,
                                         resume)
@@ -72,6 +82,24 @@ def run_search(
     return _finish_search(config, target, tracking_uri, outcomes, root, confirmed)
 
 
+def _log_references(config: StudyConfig, spaces: Mapping[str, Any], dataset: ImageDataset,
+                    target: TrackingTarget) -> None:
+    """What each method's trials must beat, on the parent run: the method's encoder at the
+    study's seed, untrained, scored like a trial (its default hyperparameters: only the
+    architecture matters before training), and chance."""
+    from trainables.hyperparameters import declared_hyperparameters, resolve_trial
+    from trainables.pretrain import reference_scores
+
+    loop = loop_settings(config)
+    for method, space in spaces.items():
+        values = resolve_trial(method, space.defaults(declared_hyperparameters(method)))
+        scores = reference_scores(method, config.train.backbone, dataset, values, loop)
+        log_references(target, method, scores)
+        logger.info("%s at its random initialisation: %s", method, ", ".join(
+            f"{k.removeprefix(schema.RANDOM_INIT_PREFIX)}={v:.4f}" for k, v in scores.items()
+            if k.startswith(schema.RANDOM_INIT_PREFIX)))
+
+
 def _finish_search(
     config: StudyConfig, target: TrackingTarget, tracking_uri: str, outcomes: list, root: Path,
     confirmed: list[dict] | None,
@@ -80,14 +108,19 @@ def _finish_search(
     summary: dict[str, Any] = {"methods": [o.as_dict() for o in outcomes]}
     if confirmed is not None:
         summary["confirmed"] = confirmed
+    best = log_study_summary(target, (config.objective, config.search.mode),
+                             [o.method for o in outcomes])
+    summary["best_at_full_budget"] = best
     end_study_run(target, summary, failed=succeeded == 0)
     for outcome in outcomes:
-        if outcome.best_value is not None:
-            best = ", ".join(f"{k}={v}" for k, v in outcome.best_params.items())
-            logger.info("best %s (%s=%.4f): %s", outcome.method, config.objective,
-                        outcome.best_value, best)
+        found = best.get(outcome.method, {})
+        if "best" in found:
+            params = ", ".join(f"{k}={v}" for k, v in found["params"].items())
+            logger.info("best %s at the full budget (%s=%.4f, run %s): %s", outcome.method,
+                        config.objective, found["best"], found["best_run_id"], params)
     logger.info("Ray results and the Optuna study (optuna.db): %s", root)
-    logger.info("open the runs:   mlflow ui --backend-store-uri %s", tracking_uri)
+    for line in open_instructions(tracking_uri, target.experiment_id):
+        logger.info(line)
     logger.info(
         "write the report: sslstudy analyze --experiment %s --tracking-uri %s --out REPORT_DIR",
         config.experiment,

@@ -1,5 +1,7 @@
 """``sslstudy train``: one configuration of one method, in this process, as one MLflow
-run. No Ray, no Optuna: the values are resolved once here and handed down."""
+run with its resolved config, its dataset and its final encoder as a model. No Ray, no
+Optuna: the values are resolved once here and handed down, and only what one run uses is
+checked (a config's search section does not apply)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from study import checks
-from study.config import ConfigError, StudyConfig, load_config
+from study.config import ConfigError, StudyConfig, config_as_dict, load_config
 from study.settings import trial_settings
+from tracking import schema
 from tracking.runs import TrackingTarget, get_or_create_experiment
+from tracking.server import open_instructions
 
 logger = logging.getLogger("sslstudy")
 
@@ -38,7 +42,7 @@ def run_train(
     from trainables.hyperparameters import declared_hyperparameters, resolve_trial
     from trainables.local_run import local_run
 
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides, single_run=True)
     method = _pick_method(config, method)
     space = config.spaces()[method]
     given = {**space.defaults(declared_hyperparameters(method)), **params}
@@ -63,8 +67,18 @@ def run_train(
             bar.set_postfix({k: f"{v:.4g}" for k, v in result.metrics.items() if k != "epoch"})
             bar.update(1)
 
-        run_id, metrics = local_run(settings, dataset, hyperparameters, on_epoch)
+        run_id, metrics, references = local_run(settings, dataset, hyperparameters,
+                                                config_as_dict(config), on_epoch)
     logger.info("finished run %s: %s", run_id,
                 ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    logger.info("open it: mlflow ui --backend-store-uri %s", tracking_uri)
+    for metric in (schema.validation(schema.KNN_ACC), schema.KNN_ACC):
+        if metric in metrics:
+            logger.info("%s %.4f; the same encoder at its random initialisation: %.4f",
+                        metric, metrics[metric], references[schema.RANDOM_INIT_PREFIX + metric])
+    logger.info("chance (always the test split's most frequent class): %.4f",
+                references[schema.CHANCE_ACC])
+    logger.info("the encoder is the run's model %r (mlflow.pytorch.load_model)",
+                schema.MODEL_NAME)
+    for line in open_instructions(tracking_uri, experiment_id, run_id):
+        logger.info(line)
     return 0

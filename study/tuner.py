@@ -28,13 +28,14 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
 from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
-from study.config import StudyConfig
+from study.config import StudyConfig, config_as_dict
 from study.settings import optuna_storage_url, study_root, trial_settings
 from tracking import schema
 from tracking.runs import (
     TrackingTarget,
     close_orphaned_runs,
     close_trial_run,
+    find_trial_run,
     trial_failure_reason,
 )
 from trainables.trainable import DatasetHandle, cross_method_trial, tune_trial
@@ -118,15 +119,25 @@ class LinkedOptunaSearch(OptunaSearch):
     - a failed trial (or one whose metric is not finite) ends FAIL, with the reason its
       process recorded in MLflow (user attribute ``failure_reason``).
 
-    Every Optuna trial carries ``tune_trial_id``, the ``trial_id`` tag of its MLflow run.
+    Every Optuna trial carries user attributes that link it to the rest of the study:
+    ``tune_trial_id`` (the ``trial_id`` tag of its MLflow run), ``mlflow_run_id`` once the
+    run exists, and ``budget``, the last epoch it reported. The study carries ``config``
+    (the resolved config), ``mlflow_experiment_id`` and ``mlflow_parent_run_id``, which
+    optuna-dashboard shows beside the trials.
     """
 
     def __init__(
-        self, *args: Any, target: TrackingTarget, max_budget: int, **kwargs: Any
+        self, *args: Any, target: TrackingTarget, max_budget: int,
+        study_attrs: Mapping[str, Any], **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self._target = target
         self._max_budget = max_budget
+        for key, value in {**study_attrs, "mlflow_experiment_id": target.experiment_id,
+                           "mlflow_parent_run_id": target.parent_run_id}.items():
+            self._ot_study.set_user_attr(key, value)
+        #: Tune trial ids whose Optuna trial has its MLflow run id.
+        self._linked: set[str] = set()
         #: Tune trial id -> the last epoch reported to Optuna (a resumed trial trains
         #: again an epoch it may already have reported).
         self._reported: dict[str, int] = {}
@@ -146,11 +157,24 @@ class LinkedOptunaSearch(OptunaSearch):
         if value is None or epoch is None or trial_id not in self._ot_trials:
             return
         if int(epoch) > self._reported.get(trial_id, 0):
+            trial = self._ot_trials[trial_id]
             try:
-                self._ot_trials[trial_id].report(float(value), int(epoch))
+                trial.report(float(value), int(epoch))
+                trial.set_user_attr("budget", int(epoch))
+                self._link(trial_id)
             except (RuntimeError, ValueError) as exc:  # a trial a resumed study ended
                 logger.warning("Optuna trial of %s: %s", trial_id, exc)
             self._reported[trial_id] = int(epoch)
+
+    def _link(self, trial_id: str) -> None:
+        """Record the trial's MLflow run id on its Optuna trial, once the run exists (its
+        first report comes after the run was created)."""
+        if trial_id in self._linked:
+            return
+        run_id = find_trial_run(self._target, trial_id)
+        if run_id is not None:
+            self._ot_trials[trial_id].set_user_attr("mlflow_run_id", run_id)
+            self._linked.add(trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -167,6 +191,7 @@ class LinkedOptunaSearch(OptunaSearch):
             state = optuna.trial.TrialState.FAIL
             reason = self._reason(trial_id) if error else f"{self.metric} is {value}"
             trial.set_user_attr("failure_reason", reason)
+            self._link(trial_id)
         elif value is not None and epoch is not None and int(epoch) >= self._max_budget:
             state, told = optuna.trial.TrialState.COMPLETE, float(value)
         try:
@@ -409,6 +434,7 @@ def _new_tuner(
         storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
         target=target,
         max_budget=config.train.epochs,
+        study_attrs={"config": config_as_dict(config), "metric": config.objective},
     )
     scheduler = ASHAScheduler(
         time_attr="epoch",

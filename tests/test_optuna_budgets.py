@@ -6,20 +6,35 @@ study is in test_study.py)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
+from mlflow.tracking import MlflowClient
 
 from study.tuner import LinkedOptunaSearch
-from tracking.runs import TrackingTarget
+from tracking import schema
+from tracking.runs import TrackingTarget, start_study_run
 
 State = optuna.trial.TrialState
 
 
-def test_optuna_trials_carry_budgets_and_end_in_the_state_asha_left_them() -> None:
+def _target(tmp: Path) -> tuple[TrackingTarget, dict[str, str]]:
+    """A study's parent run with one child run per Tune trial, as trials create them."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    target = start_study_run(uri, "linked", "linked", {}, {}, ("knn_acc", "max"))
+    client = MlflowClient(uri)
+    runs = {trial_id: client.create_run(target.experiment_id, tags={
+        schema.TAG_TRIAL_ID: trial_id, schema.TAG_PARENT_RUN: target.parent_run_id,
+    }).info.run_id for trial_id in ("full", "stopped", "diverged")}
+    return target, runs
+
+
+def test_optuna_trials_carry_budgets_and_end_in_the_state_asha_left_them(tmp_path) -> None:
+    target, run_ids = _target(tmp_path)
     searcher = LinkedOptunaSearch(
         space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="knn_acc",
         mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
-        target=TrackingTarget("sqlite:///unused.db", "0"), max_budget=4,
+        target=target, max_budget=4, study_attrs={"config": {"name": "linked"}},
     )
     for trial_id in ("full", "stopped", "diverged"):
         searcher.suggest(trial_id)
@@ -42,3 +57,11 @@ def test_optuna_trials_carry_budgets_and_end_in_the_state_asha_left_them() -> No
     assert stopped.value == 0.08  # Optuna keeps a pruned trial's last intermediate value
     assert diverged.state == State.FAIL and diverged.user_attrs["failure_reason"] == (
         "knn_acc is nan")
+    # Each Optuna trial names its MLflow run and the budget it reached; the study its
+    # config and where its runs are.
+    for trial_id, trial in trials.items():
+        assert trial.user_attrs["mlflow_run_id"] == run_ids[trial_id]
+    assert (full.user_attrs["budget"], stopped.user_attrs["budget"]) == (4, 2)
+    study = searcher._ot_study
+    assert study.user_attrs["config"] == {"name": "linked"}
+    assert study.user_attrs["mlflow_parent_run_id"] == target.parent_run_id

@@ -203,3 +203,25 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
         token = page.token
         if not token:
             return runs
+
+
+def best_trial_runs(runs: Iterable[Run], metric: str, mode: str) -> dict[str, Run]:
+    """Per method, the run with the best value of ``metric`` among those that reached the
+    full budget (status ``completed``): a value after fewer epochs is not comparable."""
+    sign = 1.0 if mode == "max" else -1.0
+    best: dict[str, Run] = {}
+    for run in runs:
+        tags = run.data.tags
+        value = run.data.metrics.get(metric)
+        if tags.get(schema.TAG_STATUS) != schema.COMPLETED or value is None:
+            continue
+        method = tags.get(schema.TAG_METHOD, "")
+        if method not in best or sign * value > sign * best[method].data.metrics[metric]:
+            best[method] = run
+    return best
+
+
+def logged_model_id(run: Run) -> str | None:
+    """The id of the model a run logged (its encoder), if it logged one."""
+    outputs = run.outputs.model_outputs if run.outputs else []
+    return outputs[-1].model_id if outputs else None

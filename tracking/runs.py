@@ -8,19 +8,23 @@ that a resumed trial continues its run instead of forking a new one.
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.git_utils import get_git_commit
 
 from tracking import schema
+from tracking.read import best_trial_runs, child_runs
 from tracking.uris import artifact_location, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -89,6 +93,45 @@ class TrialRun:
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)
 
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, Any],
+                    profile: Mapping[str, Any]) -> None:
+        """The data the run trained and was scored on, as an MLflow dataset input (the
+        UI's Dataset column): ``profile`` holds the split sizes. Logged once; a resumed
+        trial's run already has it."""
+        if self.client.get_run(self.run_id).inputs.dataset_inputs:
+            return
+        dataset = Dataset(name=name, digest=digest, source_type="sslstudy",
+                          source=json.dumps(dict(source), default=str),
+                          profile=json.dumps(dict(profile)))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag(schema.TAG_DATASET_CONTEXT, "train")])])
+
+    def log_model(self, directory: Path, name: str, step: int, tags: Mapping[str, str]
+                  ) -> str:
+        """Log a saved MLflow model (``directory``, as ``mlflow.<flavor>.save_model``
+        wrote it) as a model of this run: a logged model carrying the run's params, shown
+        in the UI's Models column and loadable as ``models:/<model id>``. Returns the id."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        run = self.client.get_run(self.run_id)
+        model = self.client.create_logged_model(
+            run.info.experiment_id, name=name, source_run_id=self.run_id,
+            params=dict(run.data.params), tags=dict(tags),
+        )
+        self.client.log_model_artifacts(model.model_id, str(directory))
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+        return model.model_id
+
+    def log_dict(self, data: Mapping[str, Any], artifact: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), artifact)
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Values of the run as a whole (no step)."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)])
+
     def log_result(
         self, metrics: Mapping[str, float], step: int, artifacts: Mapping[str, bytes]
     ) -> None:
@@ -116,12 +159,32 @@ class TrialRun:
                                    "FAILED" if status == schema.FAILED else "FINISHED")
 
 
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's source tags for a run made by ``sslstudy <command>``: the command (the
+    UI's Source column), the git commit of the code that ran, when it runs from a git
+    checkout, and the user."""
+    tags = {schema.TAG_SOURCE_NAME: f"sslstudy {command}", schema.TAG_SOURCE_TYPE: "LOCAL",
+            schema.TAG_USER: getpass.getuser()}
+    commit = get_git_commit(str(Path(__file__).resolve().parent))
+    if commit:
+        tags[schema.TAG_GIT_COMMIT] = commit
+    return tags
+
+
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment's id, created if needed, tagged with the kind that makes MLflow's UI
+    open it on its runs table."""
     client = MlflowClient(tracking_uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
-        return existing.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+        experiment_id = existing.experiment_id
+        if existing.tags.get(schema.TAG_EXPERIMENT_KIND) == schema.EXPERIMENT_KIND:
+            return experiment_id
+    else:
+        experiment_id = client.create_experiment(
+            name, artifact_location=artifact_location(tracking_uri))
+    client.set_experiment_tag(experiment_id, schema.TAG_EXPERIMENT_KIND, schema.EXPERIMENT_KIND)
+    return experiment_id
 
 
 def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
@@ -152,12 +215,37 @@ def start_study_run(
     run = client.create_run(experiment_id, run_name=study_name, tags={
         schema.TAG_ROLE: schema.ROLE_STUDY, schema.TAG_STUDY: study_name,
         schema.TAG_STUDY_METRIC: metric, schema.TAG_STUDY_MODE: mode,
+        schema.TAG_NOTE: f"Study {study_name}: one child run per trial. Optimises {metric} "
+        f"({mode}). Per method, the metrics <method>.trials, <method>.completed and "
+        f"<method>.{schema.SUMMARY_BEST_PREFIX}{metric} and the tag "
+        f"<method>.{schema.SUMMARY_BEST_RUN} summarise it once it ends; the report "
+        f"appears under the artifacts' {schema.REPORT_DIR}/ once `sslstudy analyze` ran.",
+        **source_tags("search"),
     })
     run_id = run.info.run_id
+    params = _study_params(resolved_config)
+    for chunk in _chunks([Param(k, v) for k, v in params.items()], 100):
+        client.log_batch(run_id, params=chunk)
     client.log_dict(run_id, dict(resolved_config), schema.RESOLVED_CONFIG)
     client.log_text(run_id, json.dumps(search_spaces, indent=2, default=str),
                     schema.SEARCH_SPACES)
     return TrackingTarget(tracking_uri, experiment_id, run_id)
+
+
+def _study_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """The settings that tell studies apart, as the parent run's params: the training
+    budget and data, what was searched and how (per-method spaces stay an artifact)."""
+    sections = {"data": ("dataset", "num_train", "val_fraction"),
+                "train": ("backbone", "epochs", "optimizer", "lr_scaling", "budget_unit"),
+                "search": ("num_samples", "metric", "mode", "grace_period",
+                           "reduction_factor", "cross_method")}
+    params = {f"{section}.{key}": str(config.get(section, {}).get(key))
+              for section, keys in sections.items() for key in keys
+              if key in config.get(section, {})}
+    params["seed"] = str(config.get("seed"))
+    params["seed_policy"] = str(config.get("seed_policy"))
+    params["methods"] = ",".join(config.get("methods", {}))
+    return params
 
 
 def reopen_study_run(target: TrackingTarget) -> None:
@@ -175,6 +263,58 @@ def end_study_run(
     assert target.parent_run_id is not None
     client.log_dict(target.parent_run_id, dict(summary), artifact)
     client.set_terminated(target.parent_run_id, "FAILED" if failed else "FINISHED")
+
+
+def log_study_summary(target: TrackingTarget, objective: tuple[str, str],
+                      methods: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Per method, on the parent run: its trials, how many reached the full budget, the
+    best value there of the study's metric (a metric) and that run's id (a tag, as it
+    changes when a resumed study finds a better trial). Returns them by method."""
+    assert target.parent_run_id is not None
+    metric, mode = objective
+    runs = [r for r in child_runs(target.tracking_uri, target.experiment_id,
+                                  target.parent_run_id)
+            if r.data.tags.get(schema.TAG_RUN_KIND, schema.KIND_SEARCH) == schema.KIND_SEARCH]
+    best = best_trial_runs(runs, metric, mode)
+    now = int(time.time() * 1000)
+    metrics, tags, summary = [], [], {}
+    for method in methods:
+        mine = [r for r in runs if r.data.tags.get(schema.TAG_METHOD) == method]
+        completed = sum(r.data.tags.get(schema.TAG_STATUS) == schema.COMPLETED for r in mine)
+        summary[method] = {"trials": len(mine), "completed": completed}
+        metrics += [Metric(schema.method_key(method, schema.SUMMARY_TRIALS), len(mine), now, 0),
+                    Metric(schema.method_key(method, schema.SUMMARY_COMPLETED), completed, now,
+                           0)]
+        if method in best:
+            value = best[method].data.metrics[metric]
+            summary[method] |= {"best": value, "best_run_id": best[method].info.run_id,
+                                "params": dict(best[method].data.params)}
+            metrics.append(Metric(schema.method_key(method, schema.SUMMARY_BEST_PREFIX + metric),
+                                  value, now, 0))
+            tags.append(RunTag(schema.method_key(method, schema.SUMMARY_BEST_RUN),
+                               best[method].info.run_id))
+    MlflowClient(target.tracking_uri).log_batch(target.parent_run_id, metrics=metrics,
+                                                tags=tags)
+    return summary
+
+
+def log_references(target: TrackingTarget, method: str, scores: Mapping[str, float]) -> None:
+    """A method's reference scores (random initialisation, chance) on the study's parent
+    run, under ``<method>.<metric>``."""
+    assert target.parent_run_id is not None
+    now = int(time.time() * 1000)
+    MlflowClient(target.tracking_uri).log_batch(target.parent_run_id, metrics=[
+        Metric(schema.method_key(method, k), float(v), now, 0) for k, v in scores.items()
+        if math.isfinite(v)])
+
+
+def log_report(tracking_uri: str, run_ids: Iterable[str], files: Iterable[Path]) -> None:
+    """Attach a written report (its page and tables) to the studies it covers."""
+    client = MlflowClient(tracking_uri)
+    files = list(files)
+    for run_id in run_ids:
+        for path in files:
+            client.log_artifact(run_id, str(path), artifact_path=schema.REPORT_DIR)
 
 
 def find_trial_run(target: TrackingTarget, trial_id: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,30 @@ from pathlib import Path
 from types import FrameType
 
 from tracking.errors import TrackingError
+from tracking.uris import DEFAULT_UI, runs_view_url, ui_base
 
 #: How long the server's processes get to exit after SIGTERM before they are killed.
 STOP_TIMEOUT_S = 10.0
+
+
+def _mlflow_executable() -> str:
+    """MLflow's command beside this interpreter: a virtual environment's ``bin`` need not
+    be on PATH."""
+    return shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+
+
+def open_instructions(tracking_uri: str, experiment_id: str, run_id: str | None = None
+                      ) -> list[str]:
+    """How to look at an experiment's runs (or one run) in the MLflow UI, as lines that
+    each work when pasted: the URL of a tracking server; for a database store, the
+    command that serves it, then the URL it will answer at."""
+    base = ui_base(tracking_uri)
+    if base is not None:
+        return [f"open: {runs_view_url(base, experiment_id, run_id)}"]
+    command = shlex.join([_mlflow_executable(), "ui", "--backend-store-uri", tracking_uri,
+                          "--port", DEFAULT_UI.rsplit(":", 1)[1]])
+    return [f"start the MLflow UI: {command}",
+            f"then open: {runs_view_url(DEFAULT_UI, experiment_id, run_id)}"]
 
 
 def server_command(
@@ -36,9 +58,8 @@ def server_command(
     port: int,
     allowed_hosts: Sequence[str],
 ) -> list[str]:
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     command = [
-        mlflow, "server",
+        _mlflow_executable(), "server",
         "--backend-store-uri", backend_store_uri,
         "--artifacts-destination", artifacts_destination,
         "--serve-artifacts",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 SQLITE_PREFIX = "sqlite:///"
+#: Where ``mlflow ui`` (and ``sslstudy tracking-server``) listen by default.
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -33,3 +35,19 @@ def artifact_location(tracking_uri: str) -> str | None:
     if path is not None:
         return (path.resolve().parent / "mlartifacts").as_uri()
     return None
+
+
+def ui_base(tracking_uri: str) -> str | None:
+    """The address of the UI that shows this store: the tracking server itself, else
+    None (a database store needs a UI started on it, at ``DEFAULT_UI`` by default)."""
+    return tracking_uri.rstrip("/") if is_server(tracking_uri) else None
+
+
+def runs_view_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's runs table of an experiment (or one run's page). The
+    ``workflowType`` parameter opens MLflow 3's machine-learning view, which experiments
+    made before their kind was tagged would otherwise not show first."""
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if run_id:
+        path += f"/{run_id}"
+    return path + "?workflowType=machine_learning"

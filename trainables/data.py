@@ -13,6 +13,7 @@ while training. Each dataset has three parts:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,6 +76,42 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.pretrain_images.shape[0]
+
+
+def dataset_digest(dataset: ImageDataset) -> str:
+    """A short fingerprint of the images, labels and validation split: two runs with the
+    same digest saw the same data (MLflow shows it beside the dataset's name)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(dataset.name.encode())
+    parts = [dataset.pretrain_images, dataset.train_images, dataset.train_labels,
+             dataset.test_images, dataset.test_labels]
+    if dataset.validation is not None:
+        parts.append(dataset.validation)
+    for part in parts:
+        digest.update(str(tuple(part.shape)).encode())
+        digest.update(memoryview(part.contiguous().numpy()).cast("B"))
+    return digest.hexdigest()
+
+
+def dataset_profile(dataset: ImageDataset) -> dict[str, int]:
+    """The sizes of the dataset's parts: what a reader needs to weigh its scores."""
+    validation = int(dataset.validation.sum()) if dataset.has_validation else 0
+    return {
+        "pretrain_images": len(dataset),
+        "train_images": int(dataset.train_images.shape[0]) - validation,
+        "validation_images": validation,
+        "test_images": int(dataset.test_images.shape[0]),
+        "classes": dataset.num_classes,
+        "image_size": dataset.image_size,
+        "channels": dataset.channels,
+    }
+
+
+def chance_accuracy(dataset: ImageDataset) -> float:
+    """The accuracy of always answering the test split's most frequent class: the floor
+    that a classifier on features must beat."""
+    counts = torch.bincount(dataset.test_labels, minlength=dataset.num_classes)
+    return float(counts.max()) / max(1, int(counts.sum()))
 
 
 def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -84,6 +84,10 @@ class EpochResult:
     state: Callable[[], dict[str, Any]] = field(repr=False)
     #: Files (relative path to content) the method produced after its last epoch.
     artifacts: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: After the last epoch (rank 0): the evaluated module, images in [0, 1] to the
+    #: features that were scored (the method's ``representation`` at ``eval_layer``),
+    #: for the recording layer to log as the trial's model.
+    encoder: torch.nn.Module | None = field(default=None, repr=False)
 
 
 class Reporter(Protocol):
@@ -317,10 +321,13 @@ def train(
         final = epoch == settings.epochs
         evaluated = final or epoch % settings.eval_every == 0
         artifacts: dict[str, bytes] = {}
+        encoder = None
         if evaluated and comm.rank == 0:
             metrics.update(evaluate(method, dataset, settings, final))
             if final:
                 metrics.update(method.extra_evaluation(dataset, device))
                 artifacts = method.artifacts()
-        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts))
+                encoder = method.representation(settings.eval_layer)
+        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts,
+                           encoder))
     return metrics

@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
-from trainables.data import ImageDataset
+from tracking import schema
+from trainables.data import ImageDataset, chance_accuracy
 from trainables.distributed import LOCAL, Collective
 from trainables.hyperparameters import Hyperparameters
-from trainables.loop import LoopSettings, Reporter, train
+from trainables.loop import LoopSettings, Reporter, evaluate, train
 from trainables.methods import build_method
 
 
@@ -41,3 +42,25 @@ def pretrain(
     model = build_method(method, backbone, dataset, hyperparameters.method, comm)
     settings = replace(settings, device=resolve_device(settings.device))
     return train(model, dataset, hyperparameters.training, settings, report, resume_state)
+
+
+def reference_scores(
+    method: str,
+    backbone: str,
+    dataset: ImageDataset,
+    hyperparameters: Hyperparameters,
+    settings: LoopSettings,
+) -> dict[str, float]:
+    """What a trained encoder must beat: the kNN accuracies (validation and test) of the
+    same encoder at its random initialisation (the seed a trial starts from), under
+    ``random_init_<metric>``, and the chance accuracy. Probes are left out: the kNN is
+    cheap and is what a search selects on."""
+    torch.manual_seed(settings.seed)
+    model = build_method(method, backbone, dataset, hyperparameters.method)
+    settings = replace(settings, device=resolve_device(settings.device), linear_probe="never",
+                       mlp_probe="never")
+    model.to(torch.device(settings.device))
+    scores = {schema.RANDOM_INIT_PREFIX + k: v
+              for k, v in evaluate(model, dataset, settings, final=True).items()}
+    scores[schema.CHANCE_ACC] = chance_accuracy(dataset)
+    return scores

@@ -1,20 +1,28 @@
 """A trial recorded in MLflow: what every entry point (the Ray trainable, ``sslstudy
-train``) shares above the torch core. Settings of a trial, the tags of its run, and
+train``) shares above the torch core. Settings of a trial, its run (tags, params, the
+dataset input), each epoch's results with the final encoder as an MLflow model, and
 training to the end with the run closed as completed or failed."""
 
 from __future__ import annotations
 
+import copy
+import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+import torch
 
 from search_spaces import SearchSpace
 from tracking import schema
-from tracking.runs import TrackingTarget, TrialRun
-from trainables.data import ImageDataset
+from tracking.runs import TrackingTarget, TrialRun, source_tags
+from trainables.data import ImageDataset, dataset_digest, dataset_profile
 from trainables.hyperparameters import Hyperparameters
-from trainables.loop import LoopSettings, Reporter
+from trainables.loop import EpochResult, LoopSettings, Reporter
 from trainables.methods import method_backbone
 from trainables.pretrain import pretrain
 
@@ -54,6 +62,7 @@ class TrialSettings:
 
 def run_tags(settings: TrialSettings, dataset: ImageDataset, trial_id: str) -> dict[str, str]:
     return {
+        **source_tags(settings.run_kind),
         schema.TAG_RUN_KIND: settings.run_kind,
         schema.TAG_METHOD: settings.method,
         schema.TAG_DATASET: dataset.name,
@@ -72,13 +81,59 @@ def create_run(
     name: str,
     extra_tags: Mapping[str, str] | None = None,
 ) -> TrialRun:
-    """The run of a trial: its hyperparameters and its seed as params."""
-    return TrialRun.create(
+    """The run of a trial: its hyperparameters and its seed as params, the data as a
+    dataset input."""
+    run = TrialRun.create(
         settings.tracking,
         name=name,
         tags={**run_tags(settings, dataset, trial_id), **(extra_tags or {})},
         params={**hyperparameters.as_dict(), schema.PARAM_SEED: settings.loop.seed},
     )
+    run.log_dataset(dataset.name, dataset_digest(dataset), {"dataset": dataset.name},
+                    dataset_profile(dataset))
+    return run
+
+
+def record_epoch(run: TrialRun, result: EpochResult, dataset: ImageDataset,
+                 settings: TrialSettings) -> None:
+    """Log an epoch's metrics and files; after the last epoch, the encoder as the run's
+    model."""
+    run.log_result(result.metrics, result.epoch, result.artifacts)
+    if result.encoder is not None:
+        log_encoder(run, result.encoder, dataset, settings.loop.eval_layer, result.epoch)
+
+
+def log_encoder(run: TrialRun, encoder: torch.nn.Module, dataset: ImageDataset,
+                eval_layer: int | None, step: int) -> str:
+    """The evaluated encoder (normalisation inside, images in [0, 1] to features) as an
+    MLflow PyTorch model of the run, in eval mode, in PyTorch's exported-program format
+    (``pt2``): ``mlflow.pytorch.load_model`` gives it back without this project's code
+    and without unpickling, the format MLflow loads by default. Returns the model id."""
+    import mlflow.pytorch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    # A copy on the CPU: the trial's own module stays where it trains, as it is.
+    module = copy.deepcopy(encoder).cpu().eval()
+    example = dataset.test_images[:2].float().div(255.0)
+    with torch.no_grad():
+        features = module(example)
+    image_shape = (-1, *example.shape[1:])
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), image_shape, "images")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, features.shape[1]),
+                                   "features")]),
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / schema.MODEL_NAME
+        mlflow.pytorch.save_model(
+            module, str(path), signature=signature, input_example=example.numpy(),
+            serialization_format="pt2", pip_requirements=[f"torch=={version('torch')}"],
+        )
+        return run.log_model(path, schema.MODEL_NAME, step, {
+            schema.MODEL_TAG_EVAL_LAYER: "last" if eval_layer is None else str(eval_layer),
+            schema.MODEL_TAG_FEATURE_DIM: str(features.shape[1]),
+        })
 
 
 def pretrain_recorded(

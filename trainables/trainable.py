@@ -35,7 +35,7 @@ from trainables.distributed import Collective
 from trainables.hyperparameters import Hyperparameters, resolve_trial
 from trainables.loop import EpochResult
 from trainables.pretrain import pretrain
-from trainables.recording import TrialSettings, create_run, pretrain_recorded
+from trainables.recording import TrialSettings, create_run, pretrain_recorded, record_epoch
 
 CHECKPOINT_FILE = "state.pt"
 RUN_ID_KEY = "mlflow_run_id"
@@ -88,16 +88,18 @@ def _open_run(
 
 
 def _checkpointing_report(
-    run: TrialRun | None, send: Callable[[dict[str, float], Any], None], is_writer: bool
+    run: TrialRun | None, send: Callable[[dict[str, float], Any], None], is_writer: bool,
+    dataset: ImageDataset, settings: TrialSettings,
 ) -> Callable[[EpochResult], None]:
-    """A loop reporter that logs every epoch to MLflow and, at evaluations, hands the
-    metrics a scheduler may see (training statistics and validation scores, never a
-    test-split score) and, from the writing rank only, a checkpoint to ``send``."""
+    """A loop reporter that logs every epoch (and the final encoder) to MLflow and, at
+    evaluations, hands the metrics a scheduler may see (training statistics and validation
+    scores, never a test-split score) and, from the writing rank only, a checkpoint to
+    ``send``."""
     from ray import tune
 
     def report(result: EpochResult) -> None:
         if run is not None:
-            run.log_result(result.metrics, result.epoch, result.artifacts)
+            record_epoch(run, result, dataset, settings)
         if not result.evaluated:
             return
         with tempfile.TemporaryDirectory() as directory:
@@ -141,7 +143,8 @@ def run_trial(
     run = _open_run(settings, dataset, hyperparameters, tune.get_context().get_trial_id(),
                     run_id, extra_tags)
     report = _checkpointing_report(
-        run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True
+        run, lambda metrics, checkpoint: tune.report(metrics, checkpoint=checkpoint), True,
+        dataset, settings,
     )
     pretrain_recorded(run, settings, dataset, hyperparameters, report, resume_state)
 
@@ -238,7 +241,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     loop = replace(settings.loop, device=str(get_device()))
     report = _checkpointing_report(
         run, lambda metrics, checkpoint: train.report(metrics, checkpoint=checkpoint),
-        comm.rank == 0,
+        comm.rank == 0, dataset, settings,
     )
     pretrain(settings.method, settings.backbone, dataset, config["hyperparameters"], loop,
              report, resume_state, comm)
