@@ -22,8 +22,9 @@ demo: $(STAMP)
 	$(BIN)/sslstudy analyze --experiment sslstudy-demo \
 		--tracking-uri sqlite:///$(DEMO_OUT)/mlflow.db --out $(DEMO_OUT)/report
 	@echo
-	@echo "Report:    $(DEMO_OUT)/report/report.html"
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_OUT)/mlflow.db"
+	@echo "Report (open in a browser): $(DEMO_OUT)/report/report.html"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(DEMO_OUT)/mlflow.db --port 5000"
+	@echo "  then open the URL that analyze printed above (the experiment's runs view)"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ import pandas as pd
 from analysis.importance import ALPHA, EVALUATOR
 from analysis.method import MethodAnalysis, scales_table
 from analysis.summary import verdicts
+from analysis.views import CHANCE, RANDOM_INIT, MethodView, Views
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -25,25 +27,34 @@ h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2
 table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
 th { background: #f4f6f8; } td:first-child, th:first-child { text-align: left; }
+.scroll { max-width: 100%; overflow-x: auto; }
 .plots { display: flex; flex-wrap: wrap; gap: .8rem; align-items: flex-start; }
-.plots img { max-width: 540px; height: auto; border: 1px solid #eee; }
+.plots figure { margin: 0; flex: 0 1 auto; min-width: 0; max-width: 100%; }
+.plots img { display: block; max-width: 100%; width: auto; height: auto;
+             border: 1px solid #eee; }
+.interactive { width: 100%; min-height: 420px; }
 .note { background: #f4f6f8; border-left: 4px solid #9ecae1; padding: .4rem .8rem; }
 .warning { background: #fff8e1; border-left: 4px solid #f5b300; padding: .4rem .8rem; }
-pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; }
+pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; white-space: pre; }
+code { overflow-wrap: anywhere; }
 details { margin: .5rem 0 1.2rem; } summary { cursor: pointer; font-weight: 600; }
 """
 _e = html.escape
 
 
 def _img(path: Path) -> str:
+    """A figure inlined at its own size (shrunk, never stretched, to fit the page)."""
     data = base64.b64encode(path.read_bytes()).decode()
     alt = _e(path.stem)
-    return f'<img alt="{alt}" title="{alt}" src="data:image/png;base64,{data}">'
+    return (f'<figure><img alt="{alt}" title="{alt}" '
+            f'src="data:image/png;base64,{data}"></figure>')
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}",
-                         na_rep="", border=0)
+def _table(frame: pd.DataFrame, escape: bool = True) -> str:
+    """A table that scrolls sideways inside the page when it is wider than it."""
+    table = frame.to_html(index=False, escape=escape, float_format=lambda v: f"{v:.4g}",
+                          na_rep="", border=0)
+    return f'<div class="scroll">{table}</div>'
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -52,7 +63,7 @@ def _interval(value: float, low: float, high: float) -> str:
     return f"{value:.3g} [{low:.3g}, {high:.3g}]"
 
 
-def _summary(a: MethodAnalysis, metric: str) -> str:
+def _summary(a: MethodAnalysis, metric: str, view: MethodView | None = None) -> str:
     parts = [f"<h3>{_e(a.method)}</h3>"]
     if a.budget is None or a.scored is None:
         return "".join(parts) + "".join(f'<p class="note">{_e(n)}</p>' for n in a.notes)
@@ -94,14 +105,52 @@ def _summary(a: MethodAnalysis, metric: str) -> str:
         parts.append(f"<p><b>Recommended configuration</b> (best at {r.budget:g} epochs, "
                      f"run {_e(r.run_name)}); expected {_e(metric)}: "
                      f"{_e(r.expected())}</p><pre>{_e(r.yaml(a.method))}</pre>")
+        if view is not None and view.train_command:
+            parts.append("<p>Train it alone, with the study's config (written beside this "
+                         "report) and its MLflow store; the run logs the encoder as a "
+                         f"model:</p><pre>{_e(view.train_command)}</pre>")
     parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
     return "\n".join(parts)
 
 
-def _method_section(a: MethodAnalysis) -> str:
+def _references_text(references: dict[str, float], metric: str) -> str:
+    described = {RANDOM_INIT: "the same encoder at its random initialisation",
+                 CHANCE: "always answering the test split's most frequent class"}
+    return "; ".join(f"{described.get(k, k)}: {v:.4f}" for k, v in references.items()) + (
+        f" (what a trained encoder's {metric} must beat)")
+
+
+def _view_section(view: MethodView | None, metric: str) -> str:
+    """Learning curves, references, fixed parameters and the interactive view."""
+    if view is None:
+        return ""
+    parts = []
+    if view.references:
+        parts.append(f'<p class="note">References: {_e(_references_text(view.references, metric))}'
+                     "</p>")
+    if view.fixed:
+        fixed = ", ".join(f"{k} = {v}" for k, v in view.fixed.items())
+        parts.append(f'<p class="note">Not varied in these trials, so without a response '
+                     f"curve: {_e(fixed)}</p>")
+    if view.curves is not None:
+        parts.append("<h3>learning curves</h3><p>Every trial's score by epoch: green "
+                     "reached the full budget, grey was stopped early by the scheduler at "
+                     "one of its rungs (dotted), red failed.</p>"
+                     f'<div class="plots">{_img(view.curves)}</div>')
+    if view.interactive is not None:
+        parts.append("<h3>interactive: parameters and score</h3><p>One line per "
+                     "configuration; drag along an axis to keep the configurations in that "
+                     "range.</p>"
+                     f'<div class="interactive">{view.interactive}</div>')
+    return "\n".join(parts)
+
+
+def _method_section(a: MethodAnalysis, metric: str = "", view: MethodView | None = None
+                    ) -> str:
     parts = [f"<h2>{_e(a.method)}</h2>"]
     parts += [f'<p class="note">{_e(note)}</p>' for note in a.notes]
     parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
+    parts.append(_view_section(view, metric))
     if a.scales:
         parts.append("<h3>search scales</h3><p>Every analysis of a parameter works on this "
                      "axis; an inferred scale was not recorded by a study and was guessed "
@@ -186,12 +235,47 @@ def _sweeps_section(sweeps: pd.DataFrame | None, figures: list[Path]) -> str:
     return "".join(parts)
 
 
+#: The all-runs table's identity columns, in order; then the params and the metric.
+_RUN_COLUMNS = ("run_name", "method", "run_kind", "status", "budget", "duration_s")
+
+
+def _runs_section(runs: pd.DataFrame, params: list[str], metric: str,
+                  run_url: Callable[[str], str] | None) -> str:
+    """Every trial: who it is, how it ended, its parameters and its score; its name
+    links to its MLflow run when the store has a URL."""
+    metrics = [c for c in (f"final_{metric}", f"final_{metric.removeprefix('val_')}")
+               if c in runs]
+    columns = [c for c in (*_RUN_COLUMNS, *params, "seed", *dict.fromkeys(metrics),
+                           "failure_reason") if c in runs]
+    shown = runs[columns].copy()
+    if "failure_reason" in shown:
+        shown["failure_reason"] = shown["failure_reason"].map(
+            lambda r: r.strip().splitlines()[-1][:120] if isinstance(r, str) and r else r)
+    for column in shown.columns:
+        if shown[column].dtype == object:
+            shown[column] = shown[column].map(lambda v: "" if v is None or v == "None" else v)
+    names = [_e(str(n)) for n in shown["run_name"]]
+    if run_url is not None:
+        names = [f'<a href="{_e(run_url(r))}">{n}</a>' for r, n in zip(runs["run_id"], names,
+                                                                       strict=True)]
+    body = shown.drop(columns="run_name").map(
+        lambda v: _e(f"{v:.4g}" if isinstance(v, float) else str(v))
+        if not (isinstance(v, float) and math.isnan(v)) else "")
+    body.insert(0, "run_name", names)
+    where = (" Each name links to its run in the MLflow UI." if run_url is not None else
+             " (With a tracking server, each name links to its run in the MLflow UI.)")
+    return (f"<details><summary>all runs ({len(runs)})</summary><p>Final values; "
+            f"budget is the last epoch a run reached.{where}</p>"
+            f"{_table(body, escape=False)}</details>")
+
+
 def render_report(
     experiment_name: str, tracking_uri: str, metric: str, mode: str,
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
     comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
     compared_at: float = math.nan, sweeps: pd.DataFrame | None = None,
-    sweep_figures: list[Path] | None = None,
+    sweep_figures: list[Path] | None = None, views: Views | None = None,
+    params: list[str] | None = None,
 ) -> str:
     overview = pd.DataFrame([
         {
@@ -203,11 +287,12 @@ def render_report(
             "compared at (epochs)": a.budget.budget if a.budget else math.nan,
             "configurations": len(a.scored.frame) if a.scored is not None else 0,
             "seed noise (std)": a.noise.std if a.noise.known else "unknown",
-            f"best {metric}": a.recommendation.score if a.recommendation else math.nan,
+            f"best {metric} at the compared budget": a.recommendation.score
+            if a.recommendation else math.nan,
         }
         for a in analyses
     ])
-    shown = [c for c in runs.columns if not c.startswith("best_")]
+    views = views or Views()
     comparison = comparison if comparison is not None else pd.DataFrame()
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -223,12 +308,12 @@ bootstrap interval; a parameter <i>matters</i> when its importance clears what s
 its values across trials gives ({ALPHA:.0%} for all parameters together). The seed noise
 is the spread of runs that differ only in their seed.</p>
 <h2>Summary</h2>
-{"".join(_summary(a, metric) for a in analyses)}
+{"".join(_summary(a, metric, views.methods.get(a.method)) for a in analyses)}
 <h2>Overview</h2>
 {_table(overview)}
 {_comparison_section(comparison, comparison_plot, metric, compared_at)}
 {_sweeps_section(sweeps, sweep_figures or [])}
-{"".join(_method_section(a) for a in analyses)}
-<details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
+{"".join(_method_section(a, metric, views.methods.get(a.method)) for a in analyses)}
+{_runs_section(runs, params or [], metric, views.run_url)}
 </body></html>
 """

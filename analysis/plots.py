@@ -29,7 +29,8 @@ _PLAIN_COLOUR = "#bdbdbd"
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # "tight" grows the canvas to whatever is drawn: a long title or a legend is never cut.
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
     return path
 
@@ -199,6 +200,13 @@ def importance_by_budget(path: Path, method: str, importance: pd.DataFrame,
     return _save(fig, path)
 
 
+def _text_colour(background: tuple[float, ...]) -> str:
+    """Black on light cells, white on dark ones, by the cell colour's relative luminance
+    (viridis's yellow end is light although it is the top of the scale)."""
+    r, g, b = colors.to_rgb(background)
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
 def heatmap(
     path: Path, method: str, grid: pd.DataFrame, counts: pd.DataFrame, rows: tuple[str, Scale],
     columns: tuple[str, Scale], metric: str, budget: float, noise: NoiseFloor,
@@ -213,17 +221,14 @@ def heatmap(
     ax.set_yticks(range(grid.shape[0]), list(grid.index))
     ax.set_xlabel(f"{columns[0]} ({describe(columns[1])})")
     ax.set_ylabel(f"{rows[0]} ({describe(rows[1])})")
-    norm = colors.Normalize(np.nanmin(values), np.nanmax(values)) if np.isfinite(
-        values).any() else None
     best = np.nanmax(values) if np.isfinite(values).any() else np.nan
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             value = values[i, j]
             if np.isnan(value):
                 continue
-            light = norm is not None and norm(value) > 0.6
             ax.text(j, i, f"{value:.3f}\nn={int(counts.iat[i, j])}", ha="center",
-                    va="center", fontsize=7, color="black" if light else "white")
+                    va="center", fontsize=7, color=_text_colour(image.cmap(image.norm(value))))
             if noise.known and best - value <= noise.std:
                 ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
                                            edgecolor=_FAILED_COLOUR, lw=2, ls="--"))
@@ -272,5 +277,44 @@ def sweep_plot(path: Path, method: str, param: str, values: list, means: np.ndar
     ax.set_xlabel(param)
     ax.set_ylabel(f"{metric} (mean +- std over seeds)")
     ax.set_title(f"{method}: {metric} by {param}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+#: How a trial's learning curve is drawn, by how it ended.
+_STATUS_STYLE = {
+    "completed": ("#1b7837", "reached the full budget"),
+    "stopped_early": ("#9e9e9e", "stopped early (ASHA)"),
+    "failed": (_FAILED_COLOUR, "failed"),
+}
+
+
+def learning_curves(
+    path: Path, method: str, curves: pd.DataFrame, metric: str,
+    references: dict[str, float], rungs: list[float],
+) -> Path:
+    """``metric`` by epoch for every trial of a method (``curves``: run_id, status, step,
+    value), coloured by how the trial ended; dotted verticals where the scheduler stopped
+    trials (ASHA's rungs); dashed horizontals for the references (the encoder at its
+    random initialisation, chance) a trained encoder must beat."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    seen: set[str] = set()
+    for (_, status), rows in curves.groupby(["run_id", "status"], sort=False):
+        colour, label = _STATUS_STYLE.get(status, ("#6a51a3", status))
+        rows = rows.sort_values("step")
+        ax.plot(rows["step"], rows["value"], "-o", ms=2.5, lw=1, color=colour, alpha=0.75,
+                label=None if label in seen else label)
+        seen.add(label)
+    for rung in rungs:
+        ax.axvline(rung, color="#555555", ls=":", lw=1)
+    if rungs:
+        ax.plot([], [], color="#555555", ls=":", lw=1, label="a rung where ASHA stopped trials")
+    for (label, value), style in zip(references.items(), ("--", "-."), strict=False):
+        ax.axhline(value, color="#b35806", ls=style, lw=1.2, label=f"{label} ({value:.3f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_title(f"{method}: {metric} by epoch, every trial", fontsize=9)
+    ax.legend(fontsize=6, loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -30,8 +30,12 @@ from analysis.noise import NOISE_COLUMNS
 from analysis.response import EFFECT_COLUMNS, SENSITIVITY_COLUMNS
 from analysis.runs import Experiment, default_metric, load_experiment, open_experiment
 from analysis.sweeps import SWEEP_COLUMNS, mark_best, sweep_plots, sweep_runs, sweep_table
+from analysis.views import build_views
+from tracking import schema
 from tracking.read import recorded_objective
+from tracking.runs import log_report
 from tracking.schema import KNN_ACC, validation
+from tracking.server import open_instructions
 from tracking.uris import resolve_tracking_uri
 
 logger = logging.getLogger("sslstudy")
@@ -89,14 +93,24 @@ def run_analysis(
         tables["sweeps.csv"] = sweeps[SWEEP_COLUMNS]
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
+    views = build_views(client, found.experiment_id, experiment, tracking_uri, data.parents,
+                        analyses, data, metric, out, plots_dir)
     report = out / "report.html"
     report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses,
                                     data.runs, comparison, comparison_plot, compared_at,
-                                    sweeps, sweep_figures))
+                                    sweeps, sweep_figures, views, data.params))
+    studies = [r.info.run_id for r in data.parents
+               if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
+    attached = log_report(tracking_uri, studies, [report, *(out / name for name in tables)])
     logger.info("report: %s", report.resolve())
+    logger.info("open it: %s", report.resolve().as_uri())
     logger.info("tables: runs.parquet, history.parquet, %s; plots in %s",
                 ", ".join(tables), plots_dir.resolve())
-    logger.info("open the runs: mlflow ui --backend-store-uri %s", tracking_uri)
+    if studies and attached:
+        logger.info("the report is also an artifact of the study's MLflow run (%s/)",
+                    schema.REPORT_DIR)
+    for line in open_instructions(tracking_uri, found.experiment_id):
+        logger.info(line)
     return 0
 
 

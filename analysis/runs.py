@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 from mlflow.entities import Experiment as MlflowExperiment
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from analysis.errors import AnalysisInputError
@@ -50,6 +51,8 @@ class Experiment:
     metrics: list[str]
     #: method -> param -> spec (type, scale, ...), from the studies' search_spaces.json.
     spaces: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: The parent runs (studies, sweeps): their references, configs and summaries.
+    parents: list[Run] = field(default_factory=list)
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -147,7 +150,8 @@ def load_experiment(
     for name in names:
         table[name] = _coerce(table[name])
     params = [n for n in names if n != schema.PARAM_SEED]
-    return Experiment(table, history, params, metrics, recorded_spaces(client, parents))
+    return Experiment(table, history, params, metrics, recorded_spaces(client, parents),
+                      parents)
 
 
 def _best_values(history: pd.DataFrame, metric: str, mode: str) -> dict[tuple[str, str], float]:

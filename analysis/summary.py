@@ -37,7 +37,7 @@ class Recommendation:
 
     def yaml(self, method: str) -> str:
         """The configuration as lines for ``methods.<method>.space``."""
-        body = yaml.safe_dump({k: _plain(v) for k, v in self.params.items()},
+        body = yaml.safe_dump({k: config_value(v) for k, v in self.params.items()},
                               sort_keys=False, default_flow_style=False)
         return f"# paste under methods.{method}.space: fixes every searched parameter\n{body}"
 
@@ -70,7 +70,7 @@ def _native(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _plain(value: Any) -> Any:
+def config_value(value: Any) -> Any:
     """A value as a config would write it: 4 significant digits, whole numbers as
     integers (MLflow params are strings; a batch size comes back as 64.0), booleans."""
     if isinstance(value, str) and value in ("True", "False", "true", "false"):

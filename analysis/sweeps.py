@@ -42,7 +42,7 @@ def sweep_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     cells = sweep_runs(runs)
     cells = cells[cells["status"] == "completed"]
     if cells.empty:
-        return pd.DataFrame(columns=SWEEP_COLUMNS)
+        return pd.DataFrame(columns=[*SWEEP_COLUMNS, "sweep"])
     reported = reported_metric(metric, cells)
     rows = []
     for (method, parent), group in cells.groupby(["method", "parent_run_id"], sort=False):

@@ -114,7 +114,7 @@ def _export_model(client: MlflowClient, tracking_uri: str, experiment_id: str,
     uri = f"models:/{model_id}"
     version = None
     if register is not None:
-        version = _register(client, register, uri, best.info.run_id, model_id)
+        version = _register(client, register, best.info.run_id, model_id)
         uri = f"models:/{register}/{version}"
     logger.info("best %s run at the full budget: %s (%s, %s=%.4f)", method,
                 best.info.run_name, best.info.run_id, metric, best.data.metrics[metric])
@@ -129,8 +129,7 @@ def _export_model(client: MlflowClient, tracking_uri: str, experiment_id: str,
     return 0
 
 
-def _register(client: MlflowClient, name: str, source: str, run_id: str, model_id: str
-              ) -> str:
+def _register(client: MlflowClient, name: str, run_id: str, model_id: str) -> str:
     """A new version of the registered model ``name`` (created if new); a name MLflow
     rejects is an input error and creates nothing."""
     try:
@@ -139,7 +138,10 @@ def _register(client: MlflowClient, name: str, source: str, run_id: str, model_i
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             message = str(exc.message).splitlines()[0] if exc.message else str(exc)
             raise ConfigError(f"--register: MLflow rejects {name!r}: {message}") from None
-    version = client.create_model_version(name, source, run_id=run_id, model_id=model_id)
+    # The model's own artifact location, not its models:/ URI: MLflow resolves such a URI
+    # through the process's default tracking store, not this client's.
+    location = client.get_logged_model(model_id).artifact_location
+    version = client.create_model_version(name, location, run_id=run_id, model_id=model_id)
     return str(version.version)
 
 
@@ -153,7 +155,9 @@ def _export_deepcave(client: MlflowClient, parents: list[Run], trials: list[Run]
             if r.data.tags.get(schema.TAG_RUN_KIND, schema.KIND_SEARCH) != schema.KIND_SWEEP
             and r.data.tags.get(schema.TAG_STATUS) in (schema.COMPLETED, schema.STOPPED_EARLY,
                                                        schema.FAILED, schema.ORPHANED)]
-    methods = [m for m in _methods(runs) if spaces.get(m)]
+    finished = [r for r in runs if r.data.tags.get(schema.TAG_STATUS) in (
+        schema.COMPLETED, schema.STOPPED_EARLY)]
+    methods = [m for m in _methods(finished) if spaces.get(m)]
     if method is not None:
         methods = [m for m in methods if m == method]
     if not methods:

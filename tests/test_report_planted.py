@@ -13,6 +13,7 @@ configurations, weaker and without replicates or failures.
 from __future__ import annotations
 
 import html
+import os
 import re
 from pathlib import Path
 
@@ -20,12 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from browser import Chromium, find_chromium
 from planted import Trial, create_experiment, uniform_design, write_study
 
 from study.cli import main
 from tracking import schema
 
 NOISE = 0.01
+#: What alpha's study recorded as its references: the random-init encoder, chance.
+REFERENCES = {"random_init_knn_acc": 0.2, "chance_acc": 0.125}
 SPACES = {
     "alpha": {"params": {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
@@ -79,6 +83,10 @@ def report(tmp_path_factory) -> Path:
     client, experiment_id = create_experiment(uri, "planted")
     rng = np.random.default_rng(0)
     write_study(client, experiment_id, _alpha(rng) + _beta(rng), SPACES, ("knn_acc", "max"))
+    (parent,) = [r for r in client.search_runs([experiment_id])
+                 if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
+    for key, value in REFERENCES.items():
+        client.log_metric(parent.info.run_id, schema.method_key("alpha", key), value)
     out = tmp / "report"
     assert main(["analyze", "--experiment", "planted", "--tracking-uri", uri,
                  "--out", str(out)]) == 0
@@ -198,3 +206,55 @@ def test_scales_come_from_the_space_or_are_named_as_inferred(report: Path) -> No
             "alpha_importance_by_budget.png", "beta_lr.png",
             "method_comparison.png"} <= plots
     assert any(p.startswith("alpha_heatmap_lr_") for p in plots)
+
+
+def test_learning_curves_references_and_links(report: Path) -> None:
+    text = html.unescape((report / "report.html").read_text())
+    alpha = text[text.index("<h2>alpha</h2>"):text.index("<h2>beta</h2>")]
+    assert (report / "plots" / "alpha_learning_curves.png").is_file()
+    assert "learning curves" in alpha and "random initialisation: 0.2000" in alpha
+    assert "most frequent class: 0.1250" in alpha
+    assert text.count("<script") >= 2 and 'src="http' not in text, "self-contained"
+    # Without a tracking server there is no URL to link runs to; the table says how.
+    assert "With a tracking server, each name links to its run" in text
+    assert "None" not in text[text.index("all runs ("):]
+
+
+def test_the_report_is_attached_to_the_study_run(report: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{report.parent / 'mlflow.db'}")
+    (parent,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name("planted").experiment_id])
+        if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, schema.REPORT_DIR)}
+    assert {"report/report.html", "report/importance.csv"} <= attached
+
+
+@pytest.mark.skipif(find_chromium() is None and not os.environ.get("CI"),
+                    reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_report_renders_in_a_browser(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium opens the page as a reader would: no script error, every figure
+    decoded, nothing wider than the window (details opened too), the interactive view
+    drawn."""
+    width = "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    with Chromium(width=1280, height=900) as browser:
+        browser.open((report / "report.html").as_uri())
+        assert browser.errors() == []
+        broken = browser.evaluate("[...document.images].filter(i => !i.complete || "
+                                  "i.naturalWidth === 0).map(i => i.alt)")
+        assert broken == []
+        assert browser.evaluate("document.images.length") >= 10
+        assert browser.wait_until("document.querySelectorAll('.js-plotly-plot svg').length"
+                                  " >= 2", timeout_s=30)
+        scroll, client = browser.evaluate(width)
+        assert scroll <= client, "content wider than the page"
+        browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        scroll, client = browser.evaluate(width)
+        assert scroll <= client, "an opened table is wider than the page"
+        # A figure is shown at most at its own size: never stretched.
+        stretched = browser.evaluate(
+            "[...document.images].filter(i => i.width > i.naturalWidth + 1 || "
+            "i.height > i.naturalHeight + 1).map(i => i.alt)")
+        assert stretched == []
+        assert browser.errors() == []

@@ -62,6 +62,22 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
         parent.info.run_id, "search_spaces.json", str(finished_study)) and
         (finished_study / "search_spaces.json").read_text())
     assert spaces["moco"]["params"]["momentum"]["scale"] == "log1m"
+    # MLflow's UI opens the experiment on its runs; the parent sums the study up.
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
+    assert params["train.epochs"] == "3" and params["search.num_samples"] == "3"
+    assert params["methods"] == "simclr,moco" and tags["mlflow.source.name"] == "sslstudy search"
+    for method in ("simclr", "moco"):
+        assert metrics[f"{method}.trials"] == 3
+        mine = [c for c in children if c.data.tags["method"] == method]
+        completed = [c for c in mine if c.data.tags["status"] == "completed"]
+        assert metrics[f"{method}.completed"] == len(completed)
+        best = max(completed, key=lambda c: c.data.metrics["val_knn_acc"])
+        assert metrics[f"{method}.best_val_knn_acc"] == best.data.metrics["val_knn_acc"]
+        assert tags[f"{method}.best_run_id"] == best.info.run_id
+        assert 0 < metrics[f"{method}.random_init_val_knn_acc"] < 1
+        assert metrics[f"{method}.chance_acc"] == pytest.approx(1 / 8, abs=0.05)
 
 
 def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path) -> None:
@@ -85,8 +101,15 @@ def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path
         assert steps == list(range(1, budget + 1))
         assert params["seed"] == "0", "shared seed: every trial with the study's"
         assert tags["run_kind"] == "search"
-        for metric in ("loss", "epoch", "images_per_sec"):
+        for metric in ("loss", "epoch", "images_per_sec", "lr_schedule"):
             assert metric in run.data.metrics
+        assert "lr" not in run.data.metrics, "the schedule does not shadow the param lr"
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "shapes" and len(dataset.dataset.digest) == 16
+        assert json.loads(dataset.dataset.profile)["validation_images"] > 0
+        assert tags["mlflow.source.name"] == "sslstudy search"
+        # A trial that reached the full budget logged its encoder as a model.
+        assert bool(run.outputs.model_outputs) == (tags["status"] == "completed")
         # Test-split scores once, at the end; never during the search.
         assert ("linear_acc" in run.data.metrics) == ("knn_acc" in run.data.metrics) == (
             budget == 3)
@@ -136,6 +159,10 @@ def test_optuna_sees_budgets_as_asha_left_them(finished_study: Path) -> None:
             assert trial.intermediate_values == pytest.approx(history)
             assert trial.state == states[run.data.tags["status"]]
             assert trial.value == pytest.approx(history[max(history)])
+            assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+            assert trial.user_attrs["budget"] == int(run.data.tags["budget"])
+        study = optuna.load_study(study_name=f"tiny-{method}", storage=storage)
+        assert study.user_attrs["config"]["name"] == "tiny"
 
 
 def test_analysis_writes_tables_plots_and_report(finished_study: Path) -> None:
@@ -189,8 +216,10 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> No
 
 
 def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:
+    """With --epochs 1 under a config whose search section wants 3 epochs of grace: train
+    checks only what one run uses."""
     config = _config(tmp_path, "single")
-    assert main(["train", str(config), "--method", "simclr",
+    assert main(["train", str(config), "--method", "simclr", "--epochs", "1",
                  "--param", "temperature=0.3", "--param", "batch_size=32"]) == 0
     _, parents, children = _children(tmp_path, "single")
     assert parents == [] and children == []
@@ -199,7 +228,53 @@ def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.params["temperature"] == "0.3" and run.data.params["batch_size"] == "32"
     assert run.data.tags["status"] == "completed" and run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1]
+    assert run.info.run_name.startswith("simclr-train-")
+    assert run.data.tags["run_kind"] == "train"
+    assert {"random_init_val_knn_acc", "random_init_knn_acc", "chance_acc"} <= set(
+        run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "resolved_config.yaml" in artifacts
+    assert run.outputs.model_outputs and run.inputs.dataset_inputs
+
+
+def test_the_registered_best_encoder_gives_the_trial_s_features(finished_study: Path) -> None:
+    """The best simclr trial at the full budget, registered, loads with
+    mlflow.pytorch.load_model and gives the features of the encoder in its last Ray
+    checkpoint."""
+    import mlflow
+    import torch
+    from conftest import make_method
+
+    from trainables.data import DataSpec, load_dataset
+    from trainables.hyperparameters import declared_hyperparameters
+
+    uri = f"sqlite:///{finished_study / 'mlflow.db'}"
+    assert main(["export", "--experiment", "tiny", "--tracking-uri", uri, "--method",
+                 "simclr", "--register", "tiny-simclr"]) == 0
+    client, parents, _ = _children(finished_study, "tiny")
+    best = client.get_run(parents[0].data.tags["simclr.best_run_id"])
+    assert client.get_model_version("tiny-simclr", "1").run_id == best.info.run_id
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = mlflow.pytorch.load_model("models:/tiny-simclr/1")
+    finally:
+        mlflow.set_tracking_uri(None)
+    trial_id = best.data.tags["trial_id"]
+    (trial_dir,) = [d for d in (finished_study / "ray" / "tiny" / "simclr").iterdir()
+                    if d.is_dir() and trial_id in d.name]
+    checkpoint = sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["epoch"] == 3
+    declared = declared_hyperparameters("simclr")
+    values = {k: declared[k].parse(k, v) for k, v in best.data.params.items() if k in declared}
+    dataset = load_dataset(DataSpec("shapes", num_train=256, num_test=128, seed=0))
+    method = make_method("simclr", dataset, **values)
+    method.load_state_dict(state["method"])
+    images = dataset.test_images[:32].float().div(255.0)
+    with torch.no_grad():
+        expected = method.representation(None).eval()(images)
+    assert torch.allclose(loaded(images), expected, atol=1e-5)
 
 
 def test_existing_study_directory_is_refused(finished_study: Path, capsys) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.git_utils import get_git_commit
 
@@ -308,13 +309,20 @@ def log_references(target: TrackingTarget, method: str, scores: Mapping[str, flo
         if math.isfinite(v)])
 
 
-def log_report(tracking_uri: str, run_ids: Iterable[str], files: Iterable[Path]) -> None:
-    """Attach a written report (its page and tables) to the studies it covers."""
+def log_report(tracking_uri: str, run_ids: Iterable[str], files: Iterable[Path]) -> bool:
+    """Attach a written report (its page and tables) to the studies it covers. A store
+    that refuses (read-only, unreachable artifacts) leaves the written report as it is:
+    False, with a warning."""
     client = MlflowClient(tracking_uri)
     files = list(files)
-    for run_id in run_ids:
-        for path in files:
-            client.log_artifact(run_id, str(path), artifact_path=schema.REPORT_DIR)
+    try:
+        for run_id in run_ids:
+            for path in files:
+                client.log_artifact(run_id, str(path), artifact_path=schema.REPORT_DIR)
+    except (MlflowException, OSError) as exc:
+        logger.warning("the report was not attached to the study's MLflow run: %s", exc)
+        return False
+    return True
 
 
 def find_trial_run(target: TrackingTarget, trial_id: str) -> str | None:
