@@ -23,7 +23,7 @@ from typing import Any
 
 from study import checks
 from study.config import ConfigError, ConfirmConfig, StudyConfig, load_config, parse_config
-from study.launch import Launch, check_tracking, launch, read_state
+from study.launch import Launch, analyze_command, check_tracking, launch, read_state
 from study.settings import study_root
 from tracking import schema
 from tracking.read import child_runs
@@ -174,6 +174,6 @@ def run_confirm(
         rows = confirm_in_session(config, target, run, plan, resume)
     end_study_run(target, {"metric": config.objective, "confirmed": rows}, failed=False,
                   artifact=schema.CONFIRM_SUMMARY)
-    logger.info("write the report: sslstudy analyze --experiment %s --tracking-uri %s "
-                "--out REPORT_DIR", config.experiment, tracking_uri)
+    logger.info("write the report: %s", analyze_command(config.experiment, tracking_uri,
+                                                        root / "report"))
     return 0

@@ -5,6 +5,8 @@ itself (Ray, the study directory, the parent run, the dataset in the object stor
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,16 @@ from trainables.data import ImageDataset
 
 #: Settings that may change between a study's start and its resumption.
 _RESUMABLE_CHANGES = frozenset({"search.max_concurrent"})
+
+
+def analyze_command(experiment: str, tracking_uri: str, out: Path) -> str:
+    """The ``sslstudy analyze`` command of a finished run of trials, as a line that works
+    when pasted: the ``sslstudy`` beside this interpreter (a virtual environment's ``bin``
+    need not be on PATH) and absolute paths."""
+    executable = Path(sys.executable).parent / "sslstudy"
+    return shlex.join([str(executable) if executable.exists() else "sslstudy", "analyze",
+                       "--experiment", experiment, "--tracking-uri", tracking_uri,
+                       "--out", str(out)])
 
 
 def check_tracking(config: StudyConfig, address: str | None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from study import checks
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
-from study.launch import check_tracking, launch, resume_state
+from study.launch import analyze_command, check_tracking, launch, resume_state
 from study.settings import loop_settings, study_root
 from tracking import schema
 from tracking.runs import (
@@ -121,11 +121,8 @@ def _finish_search(
     logger.info("Ray results and the Optuna study (optuna.db): %s", root)
     for line in open_instructions(tracking_uri, target.experiment_id):
         logger.info(line)
-    logger.info(
-        "write the report: sslstudy analyze --experiment %s --tracking-uri %s --out REPORT_DIR",
-        config.experiment,
-        tracking_uri,
-    )
+    logger.info("write the report: %s", analyze_command(config.experiment, tracking_uri,
+                                                        root / "report"))
     if succeeded == 0:
         logger.error("every trial failed; see the failure reasons above and in MLflow")
         return 1

@@ -22,7 +22,7 @@ import yaml
 
 from study import checks
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
-from study.launch import check_tracking, launch, read_state, resume_state
+from study.launch import analyze_command, check_tracking, launch, read_state, resume_state
 from study.settings import study_root
 from tracking import schema
 from tracking.read import child_runs
@@ -174,8 +174,8 @@ def run_sweep(
     end_study_run(run.target, {"runs": len(results), "failed": failed},
                   failed=failed == len(results))
     logger.info("sweep of %s: %d runs, %d failed", spec.name, len(results), failed)
-    logger.info("write the table: sslstudy analyze --experiment %s --tracking-uri %s "
-                "--out REPORT_DIR", config.experiment, tracking_uri)
+    logger.info("write the table: %s", analyze_command(config.experiment, tracking_uri,
+                                                       root / "report"))
     return 0 if failed < len(results) else 1
 
 

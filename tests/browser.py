@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -96,7 +97,8 @@ class Chromium:
 
     def _receive(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from_browser], [], [], left)[0]:
                 raise TimeoutError("chromium did not answer in time")
             chunk = os.read(self._from_browser, 1 << 16)
             if not chunk:
@@ -127,10 +129,11 @@ class Chromium:
             self.events.append(self._receive(deadline))
 
     def open(self, url: str) -> None:
-        """Load ``url`` and wait for its load event."""
-        self.events.clear()
-        self.call("Page.navigate", session=True, url=url)
-        self.wait_for("Page.loadEventFired")
+        """Load ``url`` afresh and wait for its load event."""
+        for target in ("about:blank", url):
+            self.events.clear()
+            self.call("Page.navigate", session=True, url=target)
+            self.wait_for("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", session=True, expression=expression,
@@ -143,8 +146,9 @@ class Chromium:
         """Poll a JavaScript condition (a single-page app renders after its load event)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.evaluate(expression):
-                return True
+            with contextlib.suppress(RuntimeError):  # the page is not there yet
+                if self.evaluate(expression):
+                    return True
             time.sleep(0.25)
         return False
 

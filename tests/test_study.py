@@ -67,7 +67,8 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     assert params["train.epochs"] == "3" and params["search.num_samples"] == "3"
-    assert params["methods"] == "simclr,moco" and tags["mlflow.source.name"] == "sslstudy search"
+    assert set(params["methods"].split(",")) == {"simclr", "moco"}
+    assert tags["mlflow.source.name"] == "sslstudy search"
     for method in ("simclr", "moco"):
         assert metrics[f"{method}.trials"] == 3
         mine = [c for c in children if c.data.tags["method"] == method]
@@ -77,7 +78,7 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
         assert metrics[f"{method}.best_val_knn_acc"] == best.data.metrics["val_knn_acc"]
         assert tags[f"{method}.best_run_id"] == best.info.run_id
         assert 0 < metrics[f"{method}.random_init_val_knn_acc"] < 1
-        assert metrics[f"{method}.chance_acc"] == pytest.approx(1 / 8, abs=0.05)
+        assert 1 / 8 <= metrics[f"{method}.chance_acc"] < 0.5  # 8 classes, 128 test images
 
 
 def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path) -> None:
@@ -155,7 +156,7 @@ def test_optuna_sees_budgets_as_asha_left_them(finished_study: Path) -> None:
         for trial in optuna.load_study(study_name=f"tiny-{method}", storage=storage).trials:
             run = by_trial[trial.user_attrs["tune_trial_id"]]
             history = {m.step: m.value
-                       for m in client.get_metric_history(run.info.run_id, "knn_acc")}
+                       for m in client.get_metric_history(run.info.run_id, "val_knn_acc")}
             assert trial.intermediate_values == pytest.approx(history)
             assert trial.state == states[run.data.tags["status"]]
             assert trial.value == pytest.approx(history[max(history)])

@@ -173,8 +173,8 @@ def source_tags(command: str) -> dict[str, str]:
 
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
-    """The experiment's id, created if needed, tagged with the kind that makes MLflow's UI
-    open it on its runs table."""
+    """The experiment's id, created if needed, tagged with its kind (model development,
+    not GenAI) for MLflow's UI."""
     client = MlflowClient(tracking_uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:

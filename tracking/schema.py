@@ -47,8 +47,9 @@ TAG_NOTE = "mlflow.note.content"
 TAG_DATASET_CONTEXT = "mlflow.data.context"
 
 # Tags of an experiment.
-#: What MLflow's UI opens an experiment on: without it, MLflow 3 shows its GenAI (traces)
-#: view; ``custom_model_development`` is the kind whose home is the runs table.
+#: The experiment's kind, which MLflow 3's UI reads to choose between its GenAI (traces)
+#: and its model-training (runs) views where its GenAI / Model training switch does not
+#: decide (the runs view's URL sets the switch: ``tracking.uris.runs_view_url``).
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: On a confirmation run: the trial id of the run whose configuration it repeats.

@@ -45,8 +45,9 @@ def ui_base(tracking_uri: str) -> str | None:
 
 def runs_view_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
     """The MLflow UI's runs table of an experiment (or one run's page). The
-    ``workflowType`` parameter opens MLflow 3's machine-learning view, which experiments
-    made before their kind was tagged would otherwise not show first."""
+    ``workflowType`` parameter puts MLflow 3's UI in its "Model training" mode: it opens
+    every experiment in its GenAI (traces) mode otherwise, whatever the experiment's
+    kind."""
     path = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
     if run_id:
         path += f"/{run_id}"
