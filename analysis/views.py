@@ -141,9 +141,25 @@ def _train_command(analysis: MethodAnalysis, configs: dict[str, Path], data: Exp
     command = [str(executable) if executable.exists() else "sslstudy", "train",
                str(config.resolve()), "--method", analysis.method,
                "--tracking-uri", tracking_uri, "--experiment", experiment]
-    for name, value in recommendation.params.items():
-        command += ["--param", f"{name}={config_value(value)}"]
+    # Every hyperparameter of the recommended run, also those its rivals shared (the
+    # summary's snippet lists only what varied): the config's defaults may differ.
+    runs = data.runs[(data.runs["method"] == analysis.method)
+                     & (data.runs["run_name"] == recommendation.run_name)]
+    values = runs.iloc[0] if len(runs) else pd.Series(recommendation.params)
+    for name in data.params:
+        if name in values and pd.notna(values[name]):
+            command += ["--param", f"{name}={_exact(values[name])}"]
     return shlex.join(command)
+
+
+def _exact(value: Any) -> str:
+    """A run's value as ``--param`` takes it, unrounded (the run's own configuration)."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, str) and value in ("True", "False"):
+        return value.lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def build_views(

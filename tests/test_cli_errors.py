@@ -220,7 +220,7 @@ def _write_base(workdir: Path) -> Path:
         (["search", "{config}", "--max-concurrent", "x"], "--max-concurrent"),
         (["search", "{config}", "--bogus"], "unrecognized arguments: --bogus"),
         (["fly", "{config}"], "invalid choice: 'fly'"),
-        (["search"], "the following arguments are required: config"),
+        (["search"], "the following arguments are required: CONFIG"),
         (["search", "{config}", "--name", "no spaces allowed"], "name: String should match"),
         (["search", "{config}", "--address", "127.0.0.1:1"],
          "--address: no Ray cluster answers at 127.0.0.1:1"),
