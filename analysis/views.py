@@ -54,8 +54,6 @@ class Views:
     methods: dict[str, MethodView] = field(default_factory=dict)
     #: run id -> the run's page in the MLflow UI, when the store is a server with a URL.
     run_url: Callable[[str], str] | None = None
-    #: The study configs written beside the report, by study name.
-    configs: dict[str, Path] = field(default_factory=dict)
 
 
 def references(parents: list[Run], runs: pd.DataFrame, method: str, metric: str
@@ -169,7 +167,7 @@ def build_views(
 ) -> Views:
     configs = study_configs(client, parents, out)
     base = ui_base(tracking_uri)
-    views = Views(configs=configs, run_url=None if base is None else (
+    views = Views(run_url=None if base is None else (
         lambda run_id: runs_view_url(base, experiment_id, run_id)))
     library_embedded = False
     for analysis in analyses:

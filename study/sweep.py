@@ -26,7 +26,7 @@ from study.launch import analyze_command, check_tracking, launch, read_state, re
 from study.settings import study_root
 from tracking import schema
 from tracking.read import child_runs
-from tracking.runs import TrackingTarget, end_study_run, get_or_create_experiment
+from tracking.runs import TrackingTarget, end_study_run, get_or_create_experiment, source_tags
 from trainables.hyperparameters import declared_hyperparameters, resolve_trial
 
 logger = logging.getLogger("sslstudy")
@@ -194,6 +194,7 @@ def start_sweep_run(
     run = client.create_run(experiment_id, run_name=name, tags={
         schema.TAG_ROLE: schema.ROLE_SWEEP, schema.TAG_STUDY: name,
         schema.TAG_STUDY_METRIC: config.objective, schema.TAG_STUDY_MODE: config.search.mode,
+        **source_tags("sweep"),
     })
     run_id = run.info.run_id
     client.log_dict(run_id, config_as_dict(config), schema.RESOLVED_CONFIG)

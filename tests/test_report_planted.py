@@ -258,3 +258,16 @@ def test_the_report_renders_in_a_browser(report: Path, tmp_path: Path) -> None:
             "i.height > i.naturalHeight + 1).map(i => i.alt)")
         assert stretched == []
         assert browser.errors() == []
+
+
+def test_trials_link_to_their_runs_when_the_store_has_a_url(report: Path) -> None:
+    from analysis.html import _runs_section
+    from tracking.uris import runs_view_url
+
+    runs = pd.read_parquet(report / "runs.parquet")
+    page = _runs_section(runs, ["lr", "b", "opt"], "knn_acc",
+                         lambda run_id: runs_view_url("http://tracking:5000", "7", run_id))
+    assert page.count('<a href="http://tracking:5000/#/experiments/7/runs/') == len(runs)
+    first = runs.iloc[0]
+    assert f'/runs/{first["run_id"]}?workflowType=machine_learning">{first["run_name"]}</a>' \
+        in html.unescape(page)
