@@ -120,9 +120,42 @@ def load_study_dataset(config: StudyConfig) -> ImageDataset:
         seed=config.seed,
     )
     try:
-        return with_validation(load_dataset(spec), data.val_fraction, config.seed)
+        dataset = with_validation(load_dataset(spec), data.val_fraction, config.seed)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from None
+    check_evaluation(config, dataset)
+    return dataset
+
+
+def check_evaluation(config: StudyConfig, dataset: ImageDataset) -> None:
+    """The protocols' label and database sizes fit the dataset: labels per class within
+    the smallest class, retrieval's k within the database; and, for the search
+    objective's validation form, within the train split's non-validation part."""
+    evaluation = config.evaluation
+    labels = dataset.train_labels
+    parts = {"the labelled train split": labels}
+    if config.search.metric in evaluation.metrics and dataset.has_validation:
+        assert dataset.validation is not None
+        parts["the train split less its validation part"] = labels[~dataset.validation]
+    for part, part_labels in parts.items():
+        finetune = evaluation.finetune
+        if finetune is not None and finetune.labels_per_class is not None:
+            counts = part_labels.bincount(minlength=dataset.num_classes)
+            smallest = int(counts.argmin())
+            if finetune.labels_per_class > counts[smallest]:
+                raise ConfigError(
+                    f"evaluation.finetune.labels_per_class: {finetune.labels_per_class} "
+                    f"exceeds the smallest class of {part} of {dataset.name!r} (class "
+                    f"{smallest}: {int(counts[smallest])} images); allowed: 1 to "
+                    f"{int(counts[smallest])}"
+                )
+        retrieval = evaluation.retrieval
+        if retrieval is not None and max(retrieval.k) > len(part_labels):
+            raise ConfigError(
+                f"evaluation.retrieval.k: {max(retrieval.k)} exceeds the database, "
+                f"{part} of {dataset.name!r} ({len(part_labels)} images); allowed: 1 to "
+                f"{len(part_labels)}"
+            )
 
 
 def _batch_sizes(space: SearchSpace, default: int) -> tuple[int, list[int]]:
