@@ -18,6 +18,7 @@ from analysis import plots
 from analysis.comparison import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparison import compare_method
 from analysis.errors import AnalysisInputError
+from analysis.protocols import protocols_section
 from analysis.runs import Experiment, load_experiment
 from analysis.sensitivity import (
     IMPORTANCE_EVALUATOR,
@@ -31,7 +32,7 @@ from analysis.sensitivity import (
     values_at_budget,
     varying_params,
 )
-from tracking.read import recorded_objective
+from tracking.read import read_artifact, recorded_objective
 from tracking.schema import KNN_ACC, validation
 from tracking.uris import resolve_tracking_uri
 
@@ -249,6 +250,7 @@ def render_report(
     experiment_name: str, tracking_uri: str, metric: str, mode: str,
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
     comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
+    protocols: str = "",
 ) -> str:
     e = html.escape
     summary = pd.DataFrame([
@@ -276,6 +278,7 @@ every comparison below is made at one budget per method, given in the table.</p>
 {_comparison_section(comparison if comparison is not None else pd.DataFrame(),
                      comparison_plot, metric)}
 {"".join(_method_section(a, metric) for a in analyses)}
+{protocols}
 <details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
 </body></html>
 """
@@ -325,9 +328,14 @@ def run_analysis(
     comparison, comparison_plot = _compare(analyses, metric, mode, plots_dir)
     if not comparison.empty:
         comparison.to_csv(out / "comparison.csv", index=False)
+    # The evaluation protocols (analysis.protocols): Table 2, retrieval, embedding maps.
+    protocols = protocols_section(
+        data.runs, data.params, metric, mode, out, plots_dir,
+        lambda run_id, path: read_artifact(tracking_uri, run_id, path),
+    )
     report = out / "report.html"
     report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses, data.runs,
-                                    comparison, comparison_plot))
+                                    comparison, comparison_plot, protocols))
     logger.info("report: %s", report.resolve())
     logger.info("tables: runs.parquet, history.parquet, importance.csv, sensitivity.csv%s; "
                 "plots in %s", ", comparison.csv" if not comparison.empty else "",
