@@ -23,7 +23,6 @@ from trainables.protocols import (
     FitSettings,
     LabelBudget,
     ProtocolSettings,
-    PruningSettings,
     RetrievalSettings,
     evaluate_protocols,
 )
@@ -278,3 +277,33 @@ def test_fine_tuning_from_a_pretrained_encoder_beats_the_supervised_baseline() -
     baseline = final["supervised_10_acc"]
     assert final["finetune_frozen_10_acc"] > baseline + 0.05, final
     assert final["finetune_unfrozen_10_acc"] > baseline + 0.03, final
+
+
+def test_a_lone_image_in_the_last_batch_is_not_trained_on(tiny_shapes) -> None:
+    """BatchNorm cannot normalise a batch of one: 65 images in batches of 64."""
+    trunk = make_method("simclr", tiny_shapes).representation(2)
+    network = finetuned(trunk, 32, tiny_shapes.train_images[:65],
+                        tiny_shapes.train_labels[:65], tiny_shapes.num_classes, "linear",
+                        FitSettings(epochs=1, batch_size=64), CPU, seed=0)
+    assert network.training
+
+
+def test_evaluation_on_confirm_keeps_the_protocols_out_of_search_trials() -> None:
+    from study.config import parse_config
+    from study.settings import protocol_settings
+
+    section = {"finetune": {"labels_per_class": 4}, "retrieval": {"k": [3]}}
+    confirm = parse_config({"methods": {"simclr": {}}, "evaluation": {"on": "confirm",
+                                                                      **section}})
+    assert protocol_settings(confirm, schema.KIND_SEARCH) is None
+    for kind in (schema.KIND_CONFIRM, schema.KIND_SWEEP, schema.KIND_TRAIN):
+        settings = protocol_settings(confirm, kind)
+        assert settings is not None and settings.objective is None
+        assert settings.finetune.budgets == (LabelBudget(per_class=4),)
+        assert settings.retrieval.ks == (3,)
+    objective = parse_config({"methods": {"simclr": {}}, "evaluation": section,
+                              "search": {"metric": "finetune_unfrozen_4pc_acc"}})
+    assert objective.objective == "val_finetune_unfrozen_4pc_acc"
+    settings = protocol_settings(objective, schema.KIND_SEARCH)
+    assert settings is not None and settings.objective == "finetune_unfrozen_4pc_acc"
+    assert protocol_settings(parse_config({"methods": {"simclr": {}}}), "search") is None

@@ -136,6 +136,8 @@ def train_classifier(
         order = torch.randperm(len(images), generator=order_generator).to(device)
         for start in range(0, len(images), batch_size):
             idx = order[start : start + batch_size]
+            if len(idx) == 1 and start:
+                break  # a lone last image: BatchNorm cannot normalise a batch of one
             loss = F.cross_entropy(model(images[idx].float().div_(255.0)), labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -45,7 +45,11 @@ class FitSettings:
 
 
 def head(feature_dim: int, num_classes: int, kind: HeadKind) -> nn.Module:
-    """A linear or MLP classifier behind a BatchNorm without affine parameters."""
+    """A linear or MLP classifier behind a BatchNorm without affine parameters (as MAE's
+    linear probing): the features are standardised, as the probes standardise theirs,
+    so one learning rate suits every encoder's feature scale. Measured on shapes at 10%
+    of the labels, unfrozen fine-tuning of a SimCLR encoder went from 0.22 to 0.29
+    with it, against 0.25 and 0.23 for the supervised baseline."""
     layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim, affine=False)]
     if kind == "mlp":
         layers += [nn.Linear(feature_dim, MLP_HIDDEN), nn.ReLU(inplace=True),
