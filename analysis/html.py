@@ -191,7 +191,7 @@ def render_report(
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
     comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
     compared_at: float = math.nan, sweeps: pd.DataFrame | None = None,
-    sweep_figures: list[Path] | None = None,
+    sweep_figures: list[Path] | None = None, protocols: str = "",
 ) -> str:
     overview = pd.DataFrame([
         {
@@ -229,6 +229,7 @@ is the spread of runs that differ only in their seed.</p>
 {_comparison_section(comparison, comparison_plot, metric, compared_at)}
 {_sweeps_section(sweeps, sweep_figures or [])}
 {"".join(_method_section(a) for a in analyses)}
+{protocols}
 <details><summary>all runs ({len(runs)})</summary>{_table(runs[shown])}</details>
 </body></html>
 """

@@ -203,3 +203,13 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
         token = page.token
         if not token:
             return runs
+
+
+def read_artifact(tracking_uri: str, run_id: str, path: str) -> bytes | None:
+    """The content of a run's artifact, or None when the run has none at ``path``."""
+    client = open_store(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+        except (MlflowException, OSError):
+            return None

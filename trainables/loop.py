@@ -4,8 +4,9 @@ Per step it draws a batch of indices, asks the method for the step's inputs
 (``make_views``: batched augmentation, patches or pretext transforms, on the training
 device, without gradient) and for a loss, and takes an optimiser step. Per evaluation it
 scores the method's frozen representation with kNN (and the linear and MLP probes when
-asked; after the last epoch also the method's own extra metrics and artifacts) and hands
-the results, with a way to build a checkpoint, to a ``Reporter``.
+asked; after the last epoch also the method's own extra metrics and artifacts, and the
+evaluation protocols of ``settings.protocols``) and hands the results, with a way to
+build a checkpoint, to a ``Reporter``.
 
 The loop keeps no global state. With a method whose ``comm`` spans several workers, each
 rank draws the same permutation from the seed and takes its own equal share of every
@@ -37,6 +38,7 @@ from trainables.evaluation import (
 )
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.methods.base import SSLMethod
+from trainables.protocols import ProtocolSettings, evaluate_protocols
 
 #: The batch size at which ``lr`` is the learning rate when it is scaled with the batch.
 REFERENCE_BATCH_SIZE = 256
@@ -70,6 +72,9 @@ class LoopSettings:
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     #: What one unit of the budget is (see ``steps_per_epoch``).
     budget_unit: Literal["epochs", "steps"] = "epochs"
+    #: The evaluation protocols (fine-tuning, pruning, retrieval, embedding maps) this
+    #: run computes; None: none.
+    protocols: ProtocolSettings | None = None
 
 
 @dataclass
@@ -322,5 +327,12 @@ def train(
             if final:
                 metrics.update(method.extra_evaluation(dataset, device))
                 artifacts = method.artifacts()
+            if settings.protocols is not None:
+                scores, files = evaluate_protocols(
+                    method, dataset, settings.protocols, eval_layer=settings.eval_layer,
+                    device=device, seed=settings.seed, final=final,
+                )
+                metrics.update(scores)
+                artifacts = {**artifacts, **files}
         report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts))
     return metrics
