@@ -64,6 +64,13 @@ class TrainConfig(_Strict):
     sync_bn: bool = Field(
         False, description="SyncBatchNorm across the workers of a trial (GPUs only)"
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: bf16 on CUDA with native bf16, else fp32"
+    )
+    channels_last: Literal["auto", True, False] = Field(
+        "auto", description="channels-last memory format; auto: on CUDA with bf16 or fp16"
+    )
+    compile: bool = Field(False, description="torch.compile the encoder")
 
     @model_validator(mode="after")
     def _eval_layer_exists(self) -> TrainConfig:
@@ -174,6 +181,13 @@ class StudyConfig(_Strict):
             )
         if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
             raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
+        if self.train.precision == "fp16" and not (
+            self.train.device == "cuda" or self.resources.gpus_per_worker > 0
+        ):
+            raise ValueError(
+                "train.precision: fp16 needs a GPU (train.device: cuda or "
+                "resources.gpus_per_worker > 0); on CPU use bf16 or fp32"
+            )
         return self
 
     @property

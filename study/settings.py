@@ -40,6 +40,9 @@ def loop_settings(config: StudyConfig) -> LoopSettings:
         mlp_probe=train.mlp_probe,
         eval_layer=train.eval_layer,
         sync_bn=train.sync_bn,
+        precision=train.precision,
+        channels_last=train.channels_last,
+        compile=train.compile,
     )
 
 
