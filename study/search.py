@@ -141,7 +141,7 @@ def run_search(
             reopen_study_run(target)
         # The dataset goes to the object store once for the whole study; every trial
         # and worker of every method reads it from there.
-        data = DatasetHandle(ray.put(dataset))
+        data = DatasetHandle.put(dataset)
         if config.search.cross_method:
             outcomes = run_cross_method(config, spaces, data, target, max_concurrent, resume)
         else:
