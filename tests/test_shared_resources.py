@@ -30,6 +30,9 @@ def test_the_dataset_is_mapped_from_the_object_store_not_copied(tiny_shapes) -> 
     handle = DatasetHandle.put(tiny_shapes)
     first, second = handle.get(), handle.get()
     assert first.pretrain_images.data_ptr() == second.pretrain_images.data_ptr()
+    # The labelled train split is the pretraining set: stored once, one tensor again.
+    assert tiny_shapes.train_images is tiny_shapes.pretrain_images
+    assert first.train_images is first.pretrain_images
     for name in ("pretrain_images", "train_images", "train_labels", "test_images",
                  "test_labels"):
         assert torch.equal(getattr(first, name), getattr(tiny_shapes, name))

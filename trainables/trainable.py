@@ -50,31 +50,47 @@ class DatasetHandle:
 
     Ray maps numpy arrays of the object store into every process of a node (zero-copy
     deserialisation) but deserialises a torch tensor into a private copy per process, so
-    N concurrent trials would hold N copies. The tensors therefore travel as numpy arrays
-    and become tensors again over the shared, read-only memory; the core never writes
-    into a dataset's tensors (batches are gathered copies).
+    N concurrent trials would hold N copies. The tensors therefore travel as numpy arrays,
+    each distinct tensor once (the labelled train split is usually the pretraining set
+    itself), and become tensors again over the shared, read-only memory; the core never
+    writes into a dataset's tensors (batches are gathered copies).
     """
 
     ref: ray.ObjectRef
 
     @classmethod
     def put(cls, dataset: ImageDataset) -> DatasetHandle:
-        parts = {f.name: getattr(dataset, f.name) for f in fields(dataset)}
-        return cls(ray.put({
-            name: value.numpy() if isinstance(value, torch.Tensor) else value
-            for name, value in parts.items()
-        }))
+        arrays: list[np.ndarray] = []
+        positions: dict[int, int] = {}
+        parts: dict[str, Any] = {}
+        for field in fields(dataset):
+            value = getattr(dataset, field.name)
+            if isinstance(value, torch.Tensor):
+                if id(value) not in positions:
+                    positions[id(value)] = len(arrays)
+                    arrays.append(value.numpy())
+                value = _Stored(positions[id(value)])
+            parts[field.name] = value
+        return cls(ray.put((parts, arrays)))
 
     def get(self) -> ImageDataset:
-        parts = ray.get(self.ref)
+        parts, arrays = ray.get(self.ref)
         with warnings.catch_warnings():
             # The arrays are read-only views of the object store; torch warns that writing
             # through them is undefined, and nothing writes through them.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            return ImageDataset(**{
-                name: torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-                for name, value in parts.items()
-            })
+            tensors = [torch.from_numpy(array) for array in arrays]
+        return ImageDataset(**{
+            name: tensors[value.position] if isinstance(value, _Stored) else value
+            for name, value in parts.items()
+        })
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a dataset field's tensor is among the arrays of a ``DatasetHandle``."""
+
+    position: int
 
 
 def _quiet_ray_train() -> None:
