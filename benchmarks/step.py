@@ -99,7 +99,7 @@ def platform_loop(template: torch.nn.Module, dataset, training, settings: LoopSe
 
 
 def main() -> None:
-    cli = parser(__doc__.splitlines()[0], repeats=5)
+    cli = parser(__doc__.splitlines()[0], repeats=3)
     cli.add_argument("--backbone", default="small_cnn", help="default: small_cnn")
     cli.add_argument("--images", type=int, default=2048, help="default: 2048")
     cli.add_argument("--batch", type=int, default=256, help="default: 256")

@@ -54,6 +54,11 @@ class Stopwatch:
         self.first_call: dict[str, float] = {}
         self._depth = threading.local()
 
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+        self.first_call.clear()
+
     def wrap(self, category: str, fn: Callable) -> Callable:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -85,6 +90,11 @@ class TrialClock:
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
         self.ended: dict[str, float] = {}
+        self.fit_started = math.nan
+
+    def reset(self) -> None:
+        self.started.clear()
+        self.ended.clear()
         self.fit_started = math.nan
 
     def install(self) -> None:
@@ -182,43 +192,32 @@ def replay_trial_logging(tracking_uri: str, runs: list[dict[str, Any]], repeats:
     return statistics.median(seconds)
 
 
-def main() -> None:
-    cli = parser(__doc__.splitlines()[0], repeats=1)
-    cli.add_argument("--trials", type=int, default=8, help="default: 8")
-    cli.add_argument("--epochs", type=int, default=3, help="default: 3")
-    cli.add_argument("--images", type=int, default=1024, help="default: 1024")
-    cli.add_argument("--backbone", default="small_cnn", help="default: small_cnn")
-    cli.add_argument("--grace-period", type=int, default=1, help="ASHA's (default 1)")
-    cli.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
-    cli.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: 0")
-    cli.add_argument("--concurrent", type=int, default=None,
-                     help="trials at once (default: as many as the CPUs and GPUs hold)")
-    args = cli.parse_args()
-    start(args, "study-overhead")
-    if args.device == "cuda" and args.gpus_per_trial == 0:
-        args.gpus_per_trial = 1.0
-    logging.basicConfig(level=logging.WARNING)
-
-    from study.search import run_search
-
+def instrument() -> tuple[Stopwatch, TrialClock]:
+    """Install the driver-side wrappers and callbacks (once per process)."""
     watch, clock = Stopwatch(), TrialClock()
     ray.init = watch.wrap("ray.init", ray.init)
     ray.shutdown = watch.wrap("ray.shutdown", ray.shutdown)
     tune.Tuner.fit = watch.wrap("Tuner.fit", tune.Tuner.fit)
-    for cls in (OptunaSearch, *OptunaSearch.__subclasses__()):
-        watch.wrap_methods("OptunaSearch", cls)
     watch.wrap_methods("MLflow", MlflowClient)
     from ray.tune.execution.tune_controller import TuneController
 
     TuneController.checkpoint = watch.wrap("Tune snapshots", TuneController.checkpoint)
-    clock.install()
-    # OptunaSearch is subclassed when the tuner module loads, after the wrapping above.
-    import study.tuner
+    watch.wrap_methods("OptunaSearch", OptunaSearch)
+    import study.tuner  # defines the study's OptunaSearch subclass
 
     for cls in OptunaSearch.__subclasses__():
         watch.wrap_methods("OptunaSearch", cls)
     del study.tuner
+    clock.install()
+    return watch, clock
 
+
+def one_study(args, watch: Stopwatch, clock: TrialClock) -> float:
+    """Run one study, print where its time went; returns wall time over the ideal."""
+    from study.search import run_search
+
+    watch.reset()
+    clock.reset()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         config = study_config(directory, args)
@@ -240,7 +239,6 @@ def main() -> None:
     startup = [r["start"] - clock.started[r["trial"]] for r in runs if r["trial"] in clock.started]
     teardown = [clock.ended[r["trial"]] - r["end"] for r in runs if r["trial"] in clock.ended]
     stopped = sum(r["status"] == schema.STOPPED_EARLY for r in runs)
-    serial = wall - fit_seconds
     print(f"{len(runs)} SimCLR trials ({stopped} stopped early by ASHA), {args.backbone}, "
           f"{args.images} images, up to {args.epochs} epochs, {slots} at a time")
     print(f"  study wall time                                    {wall:8.1f} s")
@@ -248,7 +246,7 @@ def main() -> None:
           f"{ideal:8.1f} s")
     print("where the difference goes:")
     print(f"  outside Tuner.fit (checks, dataset, Ray start/stop, study run) "
-          f"{serial:6.1f} s, of which")
+          f"{wall - fit_seconds:6.1f} s, of which")
     print(f"    Ray start-up (ray.init)                          "
           f"{watch.seconds['ray.init']:8.1f} s")
     print(f"    Ray shutdown                                     "
@@ -262,7 +260,7 @@ def main() -> None:
     print(f"    first suggestion to the first trial start (worker process, imports) "
           f"{min(clock.started.values(), default=math.nan) - first_suggestion:6.1f} s")
     if startup:
-        print(f"    trial start-up before its run (process, imports, data), per trial "
+        print(f"    trial start-up before its run (imports, data, MLflow run), per trial "
               f"{statistics.median(startup):6.2f} s median, {sum(startup):.1f} s in all")
     if teardown:
         print(f"    trial end after its run (report, stop), per trial "
@@ -274,8 +272,33 @@ def main() -> None:
     print(f"  MLflow logging inside one trial's run (replayed)   {replayed:8.2f} s "
           f"({len(runs) * replayed / slots:.1f} s of the ideal wall time)")
     clock.timeline(runs)
-    conclude("study-overhead", wall / ideal, "study wall time over its trials' run time per "
-             f"slot ({len(runs)} trials, {slots} at a time)")
+    print(f"  ratio {wall / ideal:.2f}x", flush=True)
+    return wall / ideal
+
+
+def main() -> None:
+    cli = parser(__doc__.splitlines()[0], repeats=2)
+    cli.add_argument("--trials", type=int, default=8, help="default: 8")
+    cli.add_argument("--epochs", type=int, default=3, help="default: 3")
+    cli.add_argument("--images", type=int, default=1024, help="default: 1024")
+    cli.add_argument("--backbone", default="small_cnn", help="default: small_cnn")
+    cli.add_argument("--grace-period", type=int, default=1, help="ASHA's (default 1)")
+    cli.add_argument("--cpus-per-trial", type=float, default=1.0, help="default: 1")
+    cli.add_argument("--gpus-per-trial", type=float, default=0.0, help="default: 0")
+    cli.add_argument("--concurrent", type=int, default=None,
+                     help="trials at once (default: as many as the CPUs and GPUs hold)")
+    args = cli.parse_args()
+    start(args, "study-overhead")
+    if args.device == "cuda" and args.gpus_per_trial == 0:
+        args.gpus_per_trial = 1.0
+    logging.basicConfig(level=logging.WARNING)
+    watch, clock = instrument()
+    ratios = []
+    for r in range(args.repeats):
+        print(f"-- study {r + 1} of {args.repeats}")
+        ratios.append(one_study(args, watch, clock))
+    conclude("study-overhead", statistics.median(ratios), "study wall time over its trials' "
+             f"run time per slot ({args.trials} trials, median of {len(ratios)} studies)")
 
 
 if __name__ == "__main__":
