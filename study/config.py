@@ -91,6 +91,13 @@ class TrainConfig(_Strict):
         "epochs", description="an epoch of budget is a pass over the data, or as many steps "
         "as a pass at batch size 256 takes"
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: bf16 on CUDA with native bf16, else fp32"
+    )
+    channels_last: Literal["auto", True, False] = Field(
+        "auto", description="channels-last memory format; auto: on CUDA with bf16 or fp16"
+    )
+    compile: bool = Field(False, description="torch.compile the encoder")
 
     @model_validator(mode="after")
     def _eval_layer_exists(self) -> TrainConfig:
@@ -375,6 +382,13 @@ class StudyConfig(_Strict):
             )
         if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
             raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
+        if self.train.precision == "fp16" and not (
+            self.train.device == "cuda" or self.resources.gpus_per_worker > 0
+        ):
+            raise ValueError(
+                "train.precision: fp16 needs a GPU (train.device: cuda or "
+                "resources.gpus_per_worker > 0); on CPU use bf16 or fp32"
+            )
         return self
 
     def _check_objective(self) -> None:

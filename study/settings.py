@@ -88,6 +88,9 @@ def loop_settings(config: StudyConfig, run_kind: str = schema.KIND_SEARCH) -> Lo
         lr_scaling=train.lr_scaling,
         budget_unit=train.budget_unit,
         protocols=protocol_settings(config, run_kind),
+        precision=train.precision,
+        channels_last=train.channels_last,
+        compile=train.compile,
     )
 
 
