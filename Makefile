@@ -4,9 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 DEMO_OUT := demo-output
+BENCH_OUT := bench-output
+# Flags for the whole suite, e.g. make bench BENCH_ARGS="--device cuda --only augment,step"
+BENCH_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-gpu clean
 
 # torch and torchvision come from the package index together (matching builds); the CUDA
 # wheels run on CPU too. The stamp re-installs when pyproject.toml changes.
@@ -37,8 +41,25 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/augment_throughput.py
+# The benchmarks compare against lightly, which only they need (the `bench` extra).
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Everything a GPU machine should check, in one go: the CUDA tests (which skip without a
+# GPU elsewhere), the benchmark suite on the GPU, and a tiny study of 8 trials packed four
+# to a GPU through fractional gpus_per_worker.
+bench-gpu: $(BENCH_STAMP)
+	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
+		'bench-gpu: torch sees no CUDA device')"
+	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+	$(BIN)/python -m pytest -rs -q tests/test_gpu_path.py tests/test_shared_resources.py
+	$(BIN)/python -m benchmarks --device cuda
+	rm -rf $(BENCH_OUT)
+	$(BIN)/sslstudy search configs/gpu-fractional.yaml
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) ray_results mlflow.db
+	rm -rf $(VENV) $(DEMO_OUT) $(BENCH_OUT) ray_results mlflow.db

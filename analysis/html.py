@@ -274,7 +274,7 @@ def render_report(
     analyses: list[MethodAnalysis], runs: pd.DataFrame,
     comparison: pd.DataFrame | None = None, comparison_plot: Path | None = None,
     compared_at: float = math.nan, sweeps: pd.DataFrame | None = None,
-    sweep_figures: list[Path] | None = None, views: Views | None = None,
+    sweep_figures: list[Path] | None = None, protocols: str = "", views: Views | None = None,
     params: list[str] | None = None,
 ) -> str:
     overview = pd.DataFrame([
@@ -314,6 +314,7 @@ is the spread of runs that differ only in their seed.</p>
 {_comparison_section(comparison, comparison_plot, metric, compared_at)}
 {_sweeps_section(sweeps, sweep_figures or [])}
 {"".join(_method_section(a, metric, views.methods.get(a.method)) for a in analyses)}
+{protocols}
 {_runs_section(runs, params or [], metric, views.run_url)}
 </body></html>
 """

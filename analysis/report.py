@@ -27,12 +27,13 @@ from analysis.html import render_report
 from analysis.importance import IMPORTANCE_COLUMNS
 from analysis.method import MethodAnalysis, Scored, analyse_method, score
 from analysis.noise import NOISE_COLUMNS
+from analysis.protocols import protocols_section
 from analysis.response import EFFECT_COLUMNS, SENSITIVITY_COLUMNS
 from analysis.runs import Experiment, default_metric, load_experiment, open_experiment
 from analysis.sweeps import SWEEP_COLUMNS, mark_best, sweep_plots, sweep_runs, sweep_table
 from analysis.views import build_views
 from tracking import schema
-from tracking.read import recorded_objective
+from tracking.read import read_artifact, recorded_objective
 from tracking.runs import log_report
 from tracking.schema import KNN_ACC, validation
 from tracking.server import open_instructions
@@ -93,12 +94,17 @@ def run_analysis(
         tables["sweeps.csv"] = sweeps[SWEEP_COLUMNS]
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
+    # The evaluation protocols (analysis.protocols): Table 2, retrieval, embedding maps.
+    protocols = protocols_section(
+        searched.runs, data.params, metric, mode, out, plots_dir,
+        lambda run_id, path: read_artifact(tracking_uri, run_id, path),
+    )
     views = build_views(client, found.experiment_id, experiment, tracking_uri, data.parents,
                         analyses, data, metric, out, plots_dir)
     report = out / "report.html"
     report.write_text(render_report(experiment, tracking_uri, metric, mode, analyses,
                                     data.runs, comparison, comparison_plot, compared_at,
-                                    sweeps, sweep_figures, views, data.params))
+                                    sweeps, sweep_figures, protocols, views, data.params))
     studies = [r.info.run_id for r in data.parents
                if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
     attached = log_report(tracking_uri, studies, [report, *(out / name for name in tables)])

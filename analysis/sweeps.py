@@ -66,6 +66,8 @@ def sweep_table(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
 def mark_best(table: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Add ``best`` (the best mean of its sweep) and ``within_noise`` (its difference from
     the best is within two standard errors) columns."""
+    if table.empty:
+        return table.assign(best=pd.Series(dtype=bool), within_noise=pd.Series(dtype=bool))
     marked = []
     for _, sweep in table.groupby("sweep", sort=False):
         sweep = sweep.copy()
@@ -77,7 +79,7 @@ def mark_best(table: pd.DataFrame, mode: str) -> pd.DataFrame:
         sweep["within_noise"] = (~sweep["best"]) & ((sweep["mean"] - b["mean"]).abs()
                                                     <= 2 * se)
         marked.append(sweep)
-    return pd.concat(marked) if marked else table.assign(best=[], within_noise=[])
+    return pd.concat(marked)
 
 
 def sweep_plots(table: pd.DataFrame, out: Path) -> list[Path]:

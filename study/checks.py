@@ -20,6 +20,7 @@ from search_spaces import SearchSpace
 from study.config import ConfigError, StudyConfig
 from tracking.errors import TrackingError
 from tracking.runs import is_deleted_experiment
+from tracking.schema import RETRIEVAL_PREFIX, parse_label_metric
 from tracking.server import check_tracking_server
 from tracking.uris import is_server, resolve_tracking_uri, sqlite_path
 from trainables.data import (
@@ -120,9 +121,48 @@ def load_study_dataset(config: StudyConfig) -> ImageDataset:
         seed=config.seed,
     )
     try:
-        return with_validation(load_dataset(spec), data.val_fraction, config.seed)
+        dataset = with_validation(load_dataset(spec), data.val_fraction, config.seed)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from None
+    check_evaluation(config, dataset)
+    return dataset
+
+
+def check_evaluation(config: StudyConfig, dataset: ImageDataset) -> None:
+    """The protocols' label and database sizes fit the dataset: labels per class within
+    the smallest class, retrieval's k within the database, of the labelled train split;
+    and, for a search objective's validation form, of its non-validation part."""
+    evaluation = config.evaluation
+    labels = dataset.train_labels
+    parts = [("the labelled train split", labels, True)]
+    objective = config.search.metric
+    if objective in evaluation.metrics and dataset.has_validation:
+        assert dataset.validation is not None
+        parts.append(("the train split less its validation part",
+                      labels[~dataset.validation], False))
+    for part, part_labels, test_form in parts:
+        finetune = evaluation.finetune
+        if finetune is not None and finetune.labels_per_class is not None and (
+            test_form or parse_label_metric(objective) is not None
+        ):
+            counts = part_labels.bincount(minlength=dataset.num_classes)
+            smallest = int(counts.argmin())
+            if finetune.labels_per_class > counts[smallest]:
+                raise ConfigError(
+                    f"evaluation.finetune.labels_per_class: {finetune.labels_per_class} "
+                    f"exceeds the smallest class of {part} of {dataset.name!r} (class "
+                    f"{smallest}: {int(counts[smallest])} images); allowed: 1 to "
+                    f"{int(counts[smallest])}"
+                )
+        retrieval = evaluation.retrieval
+        if retrieval is not None and max(retrieval.k) > len(part_labels) and (
+            test_form or objective.startswith(RETRIEVAL_PREFIX)
+        ):
+            raise ConfigError(
+                f"evaluation.retrieval.k: {max(retrieval.k)} exceeds the database, "
+                f"{part} of {dataset.name!r} ({len(part_labels)} images); allowed: 1 to "
+                f"{len(part_labels)}"
+            )
 
 
 def _batch_sizes(space: SearchSpace, default: int) -> tuple[int, list[int]]:

@@ -7,6 +7,9 @@ every method's search space, has been validated.
 
 from __future__ import annotations
 
+import importlib.util
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +26,17 @@ from pydantic import (
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
 from study.errors import ConfigError
-from tracking.schema import SEARCH_METRICS, validation
+from tracking.schema import (
+    EMBEDDING_METHODS,
+    SEARCH_METRICS,
+    finetune_metric,
+    label_budget,
+    pruned_metric,
+    retrieval_map,
+    retrieval_precision,
+    supervised_metric,
+    validation,
+)
 from trainables.backbones import BACKBONE_STAGES, BACKBONES
 from trainables.data import DATASETS
 from trainables.hyperparameters import declared_hyperparameters
@@ -82,6 +95,13 @@ class TrainConfig(_Strict):
         "epochs", description="an epoch of budget is a pass over the data, or as many steps "
         "as a pass at batch size 256 takes"
     )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: bf16 on CUDA with native bf16, else fp32"
+    )
+    channels_last: Literal["auto", True, False] = Field(
+        "auto", description="channels-last memory format; auto: on CUDA with bf16 or fp16"
+    )
+    compile: bool = Field(False, description="torch.compile the encoder")
 
     @model_validator(mode="after")
     def _eval_layer_exists(self) -> TrainConfig:
@@ -136,7 +156,10 @@ class ConfirmConfig(_Strict):
 class SearchConfig(_Strict):
     num_samples: int = Field(8, ge=1, description="trials per method")
     max_concurrent: int | None = Field(None, ge=1)
-    metric: Literal[tuple(SEARCH_METRICS)] = "knn_acc"  # type: ignore[valid-type]
+    metric: str = Field(
+        "knn_acc", description="knn_acc, linear_acc, mlp_acc or a metric the evaluation "
+        "section logs; the search optimises its val_ form"
+    )
     cross_method: bool = Field(
         False,
         description="one search over all methods (method as a categorical choice with "
@@ -180,6 +203,144 @@ class ResourcesConfig(_Strict):
         return self.gpus_per_worker * self.workers_per_trial
 
 
+#: The label fractions of ../shared/seeds/003_c80d734d47a8bbd6.txt (Table 2).
+SOURCE_FRACTIONS = (0.01, 0.1, 0.2, 1.0)
+#: The sparsities of its "prune S% *" rows.
+SOURCE_SPARSITIES = (0.7, 0.9, 0.95, 0.99)
+
+
+def _check_fractions(key: str, fractions: list[float]) -> None:
+    for value in fractions:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{key}: got {value}, allowed: label fractions in (0, 1]")
+    if len(set(fractions)) != len(fractions):
+        raise ValueError(f"{key}: lists a fraction twice: {fractions}")
+
+
+class FinetuneConfig(_Strict):
+    """Fine-tuning with few labels, frozen and unfrozen, and the supervised baseline
+    (003_c80d734d47a8bbd6.txt, Table 2; 002_a5cbedfbf1372821.txt's 400 labels per class).
+    """
+
+    fractions: list[float] | None = Field(
+        None, min_length=1, description="label fractions; default 0.01, 0.1, 0.2, 1.0 "
+        "unless labels_per_class is given"
+    )
+    labels_per_class: int | None = Field(None, ge=1, description="instead of fractions")
+    modes: list[Literal["frozen", "unfrozen"]] = Field(["frozen", "unfrozen"], min_length=1)
+    epochs: int = Field(10, ge=1, description="of unfrozen fine-tuning, baseline, pruning")
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    head: Literal["auto", "linear", "mlp"] = "auto"
+    supervised_baseline: bool = True
+
+    @model_validator(mode="after")
+    def _labels(self) -> FinetuneConfig:
+        if self.fractions is not None and self.labels_per_class is not None:
+            raise ValueError("fractions: give fractions or labels_per_class, not both")
+        _check_fractions("fractions", self.fractions or [])
+        if len(set(self.modes)) != len(self.modes):
+            raise ValueError(f"modes: lists a mode twice: {self.modes}")
+        return self
+
+    @property
+    def label_budgets(self) -> list[str]:
+        """The label budgets as metric names carry them (``10``, ``400pc``)."""
+        if self.labels_per_class is not None:
+            return [label_budget(per_class=self.labels_per_class)]
+        return [label_budget(f) for f in self.fractions or SOURCE_FRACTIONS]
+
+
+class PruningConfig(_Strict):
+    """Global iterative magnitude pruning during unfrozen fine-tuning (trained as
+    ``evaluation.finetune`` says, or with its defaults), then quantization."""
+
+    sparsities: list[float] = Field(list(SOURCE_SPARSITIES), min_length=1)
+    bits: int = Field(6, ge=2, le=16, description="per-tensor symmetric quantization")
+    fractions: list[float] = Field(list(SOURCE_FRACTIONS), min_length=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PruningConfig:
+        for value in self.sparsities:
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"sparsities: got {value}, allowed: sparsities in [0, 1)")
+        if len(set(self.sparsities)) != len(self.sparsities):
+            raise ValueError(f"sparsities: lists a sparsity twice: {self.sparsities}")
+        _check_fractions("fractions", self.fractions)
+        return self
+
+
+class RetrievalConfig(_Strict):
+    """Similarity search: test images against the labelled train split."""
+
+    k: list[int] = Field([1, 10], min_length=1)
+    backend: Literal["auto", "faiss", "torch"] = Field(
+        "auto", description="auto: FAISS when installed, else exact search in torch"
+    )
+
+    @model_validator(mode="after")
+    def _valid(self) -> RetrievalConfig:
+        if min(self.k) < 1 or len(set(self.k)) != len(self.k):
+            raise ValueError(f"k: got {self.k}, allowed: distinct whole numbers >= 1")
+        if self.backend == "faiss" and importlib.util.find_spec("faiss") is None:
+            raise ValueError("backend: 'faiss' needs faiss-cpu, which is not installed "
+                             "(pip install 'sslstudy[faiss]'); allowed without it: auto, torch")
+        return self
+
+
+class EmbeddingConfig(_Strict):
+    """2-D maps of held-out images' features."""
+
+    method: Literal[EMBEDDING_METHODS] = "tsne"  # type: ignore[valid-type]
+    points: int = Field(2000, ge=10, description="held-out images mapped (at most)")
+
+    @model_validator(mode="after")
+    def _installed(self) -> EmbeddingConfig:
+        if self.method == "umap" and importlib.util.find_spec("umap") is None:
+            raise ValueError("method: 'umap' needs umap-learn, which is not installed "
+                             "(pip install 'sslstudy[umap]'); allowed without it: tsne, pca")
+        return self
+
+
+class EvaluationConfig(_Strict):
+    """The source documents' evaluation protocols; absent keys are not run."""
+
+    on: Literal["final", "confirm"] = Field(
+        "final", description="final: at every trial's final evaluation; confirm: only in "
+        "runs of fixed configurations (confirm, sweep, train)"
+    )
+    finetune: FinetuneConfig | None = None
+    pruning: PruningConfig | None = None
+    retrieval: RetrievalConfig | None = None
+    embedding: EmbeddingConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 (PyYAML's safe loader) reads the unquoted key ``on`` as the boolean
+        true; here it can only mean ``on``."""
+        if isinstance(data, dict) and True in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+    @property
+    def metrics(self) -> list[str]:
+        """Every metric the protocols log (test forms)."""
+        names: list[str] = []
+        if self.finetune is not None:
+            for labels in self.finetune.label_budgets:
+                names += [finetune_metric(mode, labels) for mode in self.finetune.modes]
+                if self.finetune.supervised_baseline:
+                    names.append(supervised_metric(labels))
+        if self.pruning is not None:
+            names += [pruned_metric(s, label_budget(f)) for f in self.pruning.fractions
+                      for s in self.pruning.sparsities]
+        if self.retrieval is not None:
+            names += [*map(retrieval_precision, self.retrieval.k),
+                      retrieval_map(max(self.retrieval.k))]
+        return names
+
+
 class TrackingConfig(_Strict):
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str | None = Field(None, min_length=1, description="defaults to the study name")
@@ -205,6 +366,7 @@ class StudyConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     methods: dict[str, MethodConfig] = Field(min_length=1)
     sweep: SweepConfig | None = None
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> StudyConfig:
@@ -225,19 +387,45 @@ class StudyConfig(_Strict):
             )
         if self.resources.gpus_per_worker > 0 and self.train.device == "cpu":
             raise ValueError("train.device: 'cpu' contradicts resources.gpus_per_worker > 0")
+        if self.train.precision == "fp16" and not (
+            self.train.device == "cuda" or self.resources.gpus_per_worker > 0
+        ):
+            raise ValueError(
+                "train.precision: fp16 needs a GPU (train.device: cuda or "
+                "resources.gpus_per_worker > 0); on CPU use bf16 or fp32"
+            )
         return self
 
     def _search_fits_training(self) -> None:
-        probe = SEARCH_METRICS[self.search.metric]
-        if probe is not None and getattr(self.train, probe) != "every":
-            raise ValueError(
-                f"train.{probe}: must be 'every' when search.metric is {self.search.metric} "
-                "(the scheduler needs the metric at every evaluation)"
-            )
+        self._check_objective()
         if self.search.grace_period > self.train.epochs:
             raise ValueError(
                 f"search.grace_period: must be at most train.epochs ({self.train.epochs}), "
                 f"got {self.search.grace_period}"
+            )
+
+    def _check_objective(self) -> None:
+        """``search.metric`` is a measure every evaluation of every search trial logs."""
+        metric = self.search.metric
+        if metric in SEARCH_METRICS:
+            probe = SEARCH_METRICS[metric]
+            if probe is not None and getattr(self.train, probe) != "every":
+                raise ValueError(
+                    f"train.{probe}: must be 'every' when search.metric is {metric} "
+                    "(the scheduler needs the metric at every evaluation)"
+                )
+        elif metric in self.evaluation.metrics:
+            if self.evaluation.on != "final":
+                raise ValueError(
+                    f"evaluation.on: must be 'final' when search.metric is {metric} (every "
+                    "search trial must compute it)"
+                )
+        else:
+            logged = self.evaluation.metrics
+            raise ValueError(
+                f"search.metric: unknown {metric!r}; allowed: {', '.join(SEARCH_METRICS)}"
+                + (f", or what the evaluation section logs: {', '.join(logged)}" if logged
+                   else ", or a metric of a protocol enabled in the evaluation section")
             )
 
     @property
@@ -280,6 +468,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             continue
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = field.annotation if field is not None else None
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+            # An optional section (``X | None``): its model.
+            annotation = next((a for a in typing.get_args(annotation) if a is not type(None)),
+                              None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ray import tune
@@ -62,8 +62,7 @@ def run_fixed(
     """Run (or resume) the Tuner ``name`` of the study over ``runs``."""
     spaces = config.spaces()
     settings = {
-        method: replace(trial_settings(config, method, spaces[method], target),
-                        run_kind=run_kind)
+        method: trial_settings(config, method, spaces[method], target, run_kind)
         for method in {r.method for r in runs}
     }
     trainable = tune.with_resources(

@@ -151,4 +151,4 @@ def launch(
             target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
                                     state["parent_run_id"])
             reopen_study_run(target)
-        yield Launch(target, DatasetHandle(ray.put(dataset)), max_concurrent)
+        yield Launch(target, DatasetHandle.put(dataset), max_concurrent)

@@ -6,9 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from search_spaces import SearchSpace
-from study.config import StudyConfig
+from study.config import SOURCE_FRACTIONS, StudyConfig
+from tracking import schema
 from tracking.runs import TrackingTarget
 from trainables.loop import LoopSettings
+from trainables.protocols import (
+    EmbeddingSettings,
+    FinetuneSettings,
+    FitSettings,
+    LabelBudget,
+    ProtocolSettings,
+    PruningSettings,
+    RetrievalSettings,
+)
 from trainables.recording import TrialSettings
 
 OPTUNA_DB = "optuna.db"
@@ -25,7 +35,41 @@ def optuna_storage_url(config: StudyConfig) -> str:
     return f"sqlite:///{study_root(config) / OPTUNA_DB}"
 
 
-def loop_settings(config: StudyConfig) -> LoopSettings:
+def protocol_settings(config: StudyConfig, run_kind: str) -> ProtocolSettings | None:
+    """The protocols a run of ``run_kind`` computes: those of ``evaluation:``, in every
+    run, or (``evaluation.on: confirm``) in runs of fixed configurations only, never in
+    a search's trials; None when there are none."""
+    evaluation = config.evaluation
+    if evaluation.on == "confirm" and run_kind == schema.KIND_SEARCH:
+        return None
+    fit = FitSettings()
+    finetune = None
+    if evaluation.finetune is not None:
+        section = evaluation.finetune
+        fit = FitSettings(section.epochs, section.lr, section.batch_size, section.head)
+        budgets = ((LabelBudget(per_class=section.labels_per_class),)
+                   if section.labels_per_class is not None else
+                   tuple(LabelBudget(f) for f in section.fractions or SOURCE_FRACTIONS))
+        finetune = FinetuneSettings(budgets, tuple(section.modes),
+                                    section.supervised_baseline, fit)
+    pruning = None
+    if evaluation.pruning is not None:
+        section_p = evaluation.pruning
+        pruning = PruningSettings(tuple(section_p.sparsities), section_p.bits,
+                                  tuple(LabelBudget(f) for f in section_p.fractions), fit)
+    retrieval = None if evaluation.retrieval is None else RetrievalSettings(
+        tuple(evaluation.retrieval.k), evaluation.retrieval.backend)
+    embedding = None if evaluation.embedding is None else EmbeddingSettings(
+        evaluation.embedding.method, evaluation.embedding.points)
+    if finetune is pruning is retrieval is embedding is None:
+        return None
+    objective = config.search.metric if config.search.metric in evaluation.metrics else None
+    return ProtocolSettings(finetune, pruning, retrieval, embedding, subset_seed=config.seed,
+                            objective=objective)
+
+
+def loop_settings(config: StudyConfig, run_kind: str = schema.KIND_SEARCH) -> LoopSettings:
+    """The loop's settings for a run of ``run_kind`` (``tracking.schema.KIND_*``)."""
     train = config.train
     return LoopSettings(
         epochs=train.epochs,
@@ -43,18 +87,23 @@ def loop_settings(config: StudyConfig) -> LoopSettings:
         test_metrics=train.test_metrics,
         lr_scaling=train.lr_scaling,
         budget_unit=train.budget_unit,
+        protocols=protocol_settings(config, run_kind),
+        precision=train.precision,
+        channels_last=train.channels_last,
+        compile=train.compile,
     )
 
 
 def trial_settings(
-    config: StudyConfig, method: str, space: SearchSpace, target: TrackingTarget
+    config: StudyConfig, method: str, space: SearchSpace, target: TrackingTarget,
+    run_kind: str = schema.KIND_SEARCH,
 ) -> TrialSettings:
     resources = config.resources
     return TrialSettings(
         study=config.name,
         method=method,
         backbone=config.train.backbone,
-        loop=loop_settings(config),
+        loop=loop_settings(config, run_kind),
         space=space,
         tracking=target,
         threads=max(1, int(resources.cpus_per_worker)),
@@ -64,4 +113,5 @@ def trial_settings(
         max_failures=config.search.max_failures,
         seed_policy=config.seed_policy,
         storage_path=str(study_root(config) / method / "train_runs"),
+        run_kind=run_kind,
     )

@@ -58,7 +58,8 @@ def run_train(
 
     checks.prepare_sqlite_dir(tracking_uri)
     experiment_id = get_or_create_experiment(tracking_uri, config.experiment)
-    settings = trial_settings(config, method, space, TrackingTarget(tracking_uri, experiment_id))
+    settings = trial_settings(config, method, space, TrackingTarget(tracking_uri, experiment_id),
+                              run_kind=schema.KIND_TRAIN)
     logger.info("training %s on %s: %s", method, dataset.name,
                 ", ".join(f"{k}={v}" for k, v in hyperparameters.as_dict().items()))
     with tqdm(total=config.train.epochs, unit="epoch", desc=method) as bar:

@@ -451,6 +451,9 @@ def _new_tuner(
             mode=search.mode,
             num_samples=search.num_samples,
             max_concurrent_trials=max_concurrent,
+            # A finished trial's process runs the next trial: no process start, no
+            # re-import of torch per trial (every trial seeds and sets up all it uses).
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -11,9 +11,8 @@ from trainables.augment import (
     AugmentationPolicy,
     apply_jitter,
     augment,
-    hsv_to_rgb,
     random_resized_crop_flip,
-    rgb_to_hsv,
+    shift_hue,
 )
 
 
@@ -100,9 +99,18 @@ def test_jitter_factors_are_per_sample() -> None:
     torch.testing.assert_close(out[1], x[1], atol=1e-5, rtol=0)
 
 
-def test_hsv_round_trip() -> None:
+def test_hue_shift_of_zero_or_whole_turns_is_the_identity() -> None:
     x = torch.rand(8, 3, 5, 5, generator=_gen(5))
-    torch.testing.assert_close(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5, rtol=0)
+    x[0] = 0.5  # grey pixels have no hue
+    for turns in (0.0, 1.0, -2.0):
+        torch.testing.assert_close(shift_hue(x, torch.full((8,), turns)), x, atol=1e-5, rtol=0)
+
+
+def test_hue_shift_matches_torchvision_per_image() -> None:
+    x = torch.rand(6, 3, 7, 7, generator=_gen(6))
+    hue = torch.linspace(-0.5, 0.5, 6)
+    expected = torch.stack([TF.adjust_hue(img, float(h)) for img, h in zip(x, hue, strict=True)])
+    torch.testing.assert_close(shift_hue(x, hue), expected, atol=2e-5, rtol=0)
 
 
 def test_single_channel_images_are_supported() -> None:

@@ -68,6 +68,9 @@ CONFIG_CASES = [
     (_with("train.sync_bn", True), "train.sync_bn: needs workers_per_trial > 1 on GPUs"),
     (_with("train.device", "cpu") | {"resources": {"gpus_per_worker": 1}},
      "train.device: 'cpu' contradicts"),
+    (_with("train.precision", "fp16"), "train.precision: fp16 needs a GPU"),
+    (_with("train.precision", "half"), "train.precision: Input should be 'auto', 'fp32'"),
+    (_with("train.channels_last", "yes please"), "train.channels_last: Input should be 'auto'"),
     (_with("tracking.tracking_uri", "http://127.0.0.1:9"),
      "tracking.tracking_uri: no MLflow tracking server answers at http://127.0.0.1:9"),
     (_with("storage_path", "/proc/version"), "storage_path"),
@@ -127,7 +130,8 @@ CONFIG_CASES = [
     (_with("train.epochs", 100_001), "train.epochs: Input should be less than or equal to"),
     (_with("search.num_samples", 0), "search.num_samples: Input should be greater than or equal"),
     (_with("search.max_concurrent", 0), "search.max_concurrent: Input should be greater than"),
-    (_with("search.metric", "top1"), "search.metric: Input should be 'knn_acc'"),
+    (_with("search.metric", "top1"),
+     "search.metric: unknown 'top1'; allowed: knn_acc, linear_acc, mlp_acc, or a metric of"),
     (_with("search.mode", "best"), "search.mode: Input should be 'max' or 'min'"),
     (_with("search.grace_period", 0), "search.grace_period: Input should be greater than"),
     (_with("search.n_startup_trials", -1), "search.n_startup_trials: Input should be greater"),
@@ -170,6 +174,42 @@ CONFIG_CASES = [
     (_with("methods", {"cpc": {"space": {"patch_size": {"choices": [12, 16]}}}}),
      "methods.cpc.space: pred_steps and patch_size: predicting 2 row(s) with 16-pixel "
      "patches needs a grid of at least 4 rows"),
+    # The evaluation protocols.
+    (_with("evaluation.finetune", {"fractions": [0.1, 1.5]}),
+     "evaluation.finetune.fractions: got 1.5, allowed: label fractions in (0, 1]"),
+    (_with("evaluation.finetune", {"fractions": [0.0]}),
+     "evaluation.finetune.fractions: got 0.0, allowed: label fractions in (0, 1]"),
+    (_with("evaluation.finetune", {"fractions": [0.1], "labels_per_class": 4}),
+     "evaluation.finetune.fractions: give fractions or labels_per_class, not both"),
+    (_with("evaluation.finetune", {"labels_per_class": 100}),
+     "evaluation.finetune.labels_per_class: 100 exceeds the smallest class of the labelled "
+     "train split of 'shapes'"),
+    (_with("evaluation.finetune", {"modes": ["frozen", "thawed"]}),
+     "evaluation.finetune.modes.1: Input should be 'frozen' or 'unfrozen'"),
+    (_with("evaluation.finetune", {"fraction": [0.1]}),
+     "evaluation.finetune.fraction: unknown key; allowed: fractions, labels_per_class"),
+    (_with("evaluation.pruning", {"sparsities": [0.9, 1.0]}),
+     "evaluation.pruning.sparsities: got 1.0, allowed: sparsities in [0, 1)"),
+    (_with("evaluation.pruning", {"bits": 1}),
+     "evaluation.pruning.bits: Input should be greater than or equal to 2"),
+    (_with("evaluation.pruning", {"bits": 17}),
+     "evaluation.pruning.bits: Input should be less than or equal to 16"),
+    (_with("evaluation.pruning", {"fractions": [2]}),
+     "evaluation.pruning.fractions: got 2.0, allowed: label fractions in (0, 1]"),
+    (_with("evaluation.retrieval", {"k": [1, 1000]}),
+     "evaluation.retrieval.k: 1000 exceeds the database, the labelled train split of 'shapes' "
+     "(128 images); allowed: 1 to 128"),
+    (_with("evaluation.retrieval", {"k": [0]}),
+     "evaluation.retrieval.k: got [0], allowed: distinct whole numbers >= 1"),
+    (_with("evaluation.embedding", {"method": "mds"}),
+     "evaluation.embedding.method: Input should be 'tsne', 'umap' or 'pca'"),
+    (_with("evaluation.on", "sometimes"), "evaluation.on: Input should be 'final' or 'confirm'"),
+    (_with("evaluation", {"on": "confirm", "finetune": {}})
+     | {"search": {"metric": "finetune_frozen_10_acc"}},
+     "evaluation.on: must be 'final' when search.metric is finetune_frozen_10_acc"),
+    (_with("search.metric", "retrieval_p5") | {"evaluation": {"retrieval": {}}},
+     "search.metric: unknown 'retrieval_p5'; allowed: knn_acc, linear_acc, mlp_acc, or what "
+     "the evaluation section logs: retrieval_p1, retrieval_p10, retrieval_map10"),
 ]
 
 
@@ -324,6 +364,27 @@ def test_console_script_prints_no_traceback(workdir: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"sslstudy: error: methods.byol: unknown method; allowed: {', '.join(sorted(METHODS))}"
     ]
+
+
+@pytest.mark.parametrize("section,library,message", [
+    ({"embedding": {"method": "umap"}}, "umap",
+     "evaluation.embedding.method: 'umap' needs umap-learn, which is not installed"),
+    ({"retrieval": {"backend": "faiss"}}, "faiss",
+     "evaluation.retrieval.backend: 'faiss' needs faiss-cpu, which is not installed"),
+])
+def test_an_optional_library_that_is_not_installed_is_refused(
+    section: dict, library: str, message: str, workdir: Path, capsys, monkeypatch
+) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == library else find_spec(name, *a))
+    (workdir / "study.yaml").write_text(yaml.safe_dump(_with("evaluation", section)))
+    before = _snapshot(workdir)
+    code, err = _run(["search", str(workdir / "study.yaml")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert _snapshot(workdir) == before
 
 
 def test_a_deleted_experiment_is_refused_before_anything_runs(workdir: Path, capsys) -> None:

@@ -28,10 +28,15 @@ def ray_instance():
 SMALL = {"batch_size": {"choices": [32, 64]}}
 METHODS = {"simclr": {"space": SMALL}, "moco": {"space": {**SMALL, "queue_size": 128}}}
 SEARCH = {"num_samples": 3, "grace_period": 1, "n_startup_trials": 2}
+#: The evaluation protocols, in confirmation runs and sweeps only (cheap sizes).
+EVALUATION = {"on": "confirm", "finetune": {"fractions": [0.1, 0.2], "epochs": 2},
+              "pruning": {"sparsities": [0.9], "fractions": [0.1]},
+              "retrieval": {"k": [1, 5]}, "embedding": {"method": "pca", "points": 64}}
+PROTOCOL_PREFIXES = ("finetune_", "supervised_", "pruned", "retrieval_")
 
 
 def _config(tmp: Path, name: str) -> Path:
-    return write_study_config(tmp, name, METHODS, search=SEARCH)
+    return write_study_config(tmp, name, METHODS, search=SEARCH, evaluation=EVALUATION)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +107,8 @@ def test_child_runs_carry_params_tags_and_per_epoch_metrics(finished_study: Path
         assert steps == list(range(1, budget + 1))
         assert params["seed"] == "0", "shared seed: every trial with the study's"
         assert tags["run_kind"] == "search"
+        assert not any(m.startswith(PROTOCOL_PREFIXES) for m in run.data.metrics), \
+            "evaluation.on: confirm keeps the protocols out of search trials"
         for metric in ("loss", "epoch", "images_per_sec", "lr_schedule"):
             assert metric in run.data.metrics
         assert "lr" not in run.data.metrics, "the schedule does not shadow the param lr"
@@ -291,7 +298,7 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
 ) -> None:
     study_dir = finished_study / "ray" / "tiny"
     assert main(["confirm", str(study_dir), "--top", "1", "--seeds", "2", "--random", "1"]) == 0
-    _, _, children = _children(finished_study, "tiny")
+    client, _, children = _children(finished_study, "tiny")
     search = {r.data.tags["trial_id"]: r for r in children
               if r.data.tags["run_kind"] == "search"}
     confirm = [r for r in children if r.data.tags["run_kind"] == "confirm"]
@@ -311,6 +318,12 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
         for run in runs:
             assert run.data.tags["status"] == "completed" and run.data.tags["budget"] == "3"
             assert "knn_acc" in run.data.metrics
+            assert {"finetune_frozen_10_acc", "finetune_unfrozen_20_acc", "supervised_10_acc",
+                    "pruned90_10_acc", "retrieval_p5", "retrieval_map5"} <= set(run.data.metrics)
+            files = {a.path for a in client.list_artifacts(run.info.run_id, "embeddings")}
+            assert files == {"embeddings/pca.png", "embeddings/pca.parquet",
+                             "embeddings/pca_random_init.png",
+                             "embeddings/pca_random_init.parquet"}
             same = {k: v for k, v in run.data.params.items() if k != "seed"}
             assert same == {k: v for k, v in search[original].data.params.items()
                             if k != "seed"}
@@ -342,3 +355,23 @@ def test_a_sweep_runs_every_cell_with_every_seed(finished_study: Path) -> None:
     table = pd.read_csv(out / "sweeps.csv")
     assert sorted(table["value"]) == [0.1, 0.5] and (table["n"] == 2).all()
     assert (table["metric"] == "knn_acc").all()
+
+
+def test_the_report_shows_the_protocols_in_the_layout_of_table_2(finished_study: Path) -> None:
+    """After the confirmation runs (and the sweep) logged the protocols."""
+    out = finished_study / "protocols-report"
+    assert main(["analyze", "--experiment", "tiny", "--tracking-uri",
+                 f"sqlite:///{finished_study / 'mlflow.db'}", "--out", str(out)]) == 0
+    report = (out / "report.html").read_text()
+    assert "Fine-tuning with few labels" in report
+    for header in ("<th>method</th>", "<th>evaluation</th>", "<th>10%</th>", "<th>20%</th>"):
+        assert header in report
+    for row in ("frozen", "unfrozen", "prune 90% *", "supervised baseline"):
+        assert f"<td>{row}</td>" in report
+    assert " ± " in report, "replicates (fresh seeds) give mean ± std"
+    table = pd.read_csv(out / "protocols.csv")
+    assert set(table["method"]) == {"simclr", "moco"} and (table["n"] >= 2).all()
+    assert {"simclr_embedding.png", "moco_embedding.png"} <= {
+        p.name for p in (out / "plots").iterdir()}
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert "final_finetune_unfrozen_20_acc" in runs

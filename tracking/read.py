@@ -225,3 +225,13 @@ def logged_model_id(run: Run) -> str | None:
     """The id of the model a run logged (its encoder), if it logged one."""
     outputs = run.outputs.model_outputs if run.outputs else []
     return outputs[-1].model_id if outputs else None
+
+
+def read_artifact(tracking_uri: str, run_id: str, path: str) -> bytes | None:
+    """The content of a run's artifact, or None when the run has none at ``path``."""
+    client = open_store(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+        except (MlflowException, OSError):
+            return None

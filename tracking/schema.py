@@ -8,6 +8,8 @@ them), nothing else.
 
 from __future__ import annotations
 
+import re
+
 # Tags of a trial's run.
 TAG_METHOD = "method"
 TAG_DATASET = "dataset"
@@ -137,6 +139,95 @@ MODEL_NAME = "encoder"
 #: Tags of the logged model.
 MODEL_TAG_EVAL_LAYER = "eval_layer"
 MODEL_TAG_FEATURE_DIM = "feature_dim"
+
+# Metrics of the evaluation protocols (the config's ``evaluation:`` section), logged at a
+# trial's final evaluation on the test split; a search objective among them is also
+# logged in its ``val_`` form, on the validation part, at every evaluation.
+#: ``finetune_<mode>_<labels>_acc``: a head on the frozen encoder, or the whole network
+#: fine-tuned, on a label subset (../shared/seeds/003_c80d734d47a8bbd6.txt, Table 2).
+FINETUNE_PREFIX = "finetune_"
+FINETUNE_MODES = ("frozen", "unfrozen")
+#: ``supervised_<labels>_acc``: the same network from random initialisation.
+SUPERVISED_PREFIX = "supervised_"
+#: ``pruned<S>_<labels>_acc``: fine-tuned while pruned to S% sparsity, then quantized.
+PRUNED_PREFIX = "pruned"
+ACC_SUFFIX = "_acc"
+#: ``retrieval_p<k>`` (precision at k) and ``retrieval_map<k>`` (mean average precision).
+RETRIEVAL_PREFIX = "retrieval_"
+#: Suffix of a label budget given per class (``400pc``) rather than as a percentage.
+PER_CLASS_SUFFIX = "pc"
+_PROTOCOL_METRIC = re.compile(
+    rf"^(?:{VAL_PREFIX})?(?:"
+    rf"{FINETUNE_PREFIX}(?P<mode>{'|'.join(FINETUNE_MODES)})_(?P<f_labels>[0-9.]+(?:pc)?)"
+    rf"|{SUPERVISED_PREFIX}(?P<s_labels>[0-9.]+(?:pc)?)"
+    rf"|{PRUNED_PREFIX}(?P<sparsity>[0-9.]+)_(?P<p_labels>[0-9.]+(?:pc)?)"
+    rf"){ACC_SUFFIX}$"
+)
+
+
+def percent(value: float) -> str:
+    """A fraction as the percentage a metric name carries: 0.1 -> ``10``, 0.999 -> ``99.9``."""
+    return f"{round(value * 100, 6):g}"
+
+
+def label_budget(fraction: float | None = None, per_class: int | None = None) -> str:
+    """How a metric names its label subset: the percentage of the labelled train split
+    (``10``) or the labels per class (``400pc``)."""
+    if per_class is not None:
+        return f"{per_class}{PER_CLASS_SUFFIX}"
+    if fraction is None:
+        raise ValueError("label_budget needs a fraction or labels per class")
+    return percent(fraction)
+
+
+def finetune_metric(mode: str, labels: str) -> str:
+    return f"{FINETUNE_PREFIX}{mode}_{labels}{ACC_SUFFIX}"
+
+
+def supervised_metric(labels: str) -> str:
+    return f"{SUPERVISED_PREFIX}{labels}{ACC_SUFFIX}"
+
+
+def pruned_metric(sparsity: float, labels: str) -> str:
+    return f"{PRUNED_PREFIX}{percent(sparsity)}_{labels}{ACC_SUFFIX}"
+
+
+def retrieval_precision(k: int) -> str:
+    return f"{RETRIEVAL_PREFIX}p{k}"
+
+
+def retrieval_map(k: int) -> str:
+    return f"{RETRIEVAL_PREFIX}map{k}"
+
+
+def parse_label_metric(metric: str) -> tuple[str, str] | None:
+    """(row, labels) of a fine-tuning, supervised or pruning metric's test form, the way
+    the source's Table 2 lays it out: row ``frozen``, ``unfrozen``, ``supervised`` or
+    ``pruned<S>``; None for any other metric (validation forms included)."""
+    found = _PROTOCOL_METRIC.match(metric)
+    if found is None or metric.startswith(VAL_PREFIX):
+        return None
+    if found["mode"]:
+        return found["mode"], found["f_labels"]
+    if found["s_labels"]:
+        return "supervised", found["s_labels"]
+    return f"{PRUNED_PREFIX}{found['sparsity']}", found["p_labels"]
+
+
+#: Artifacts of the protocols, in a trial's run.
+RETRIEVAL_EXAMPLES = "retrieval/examples.png"
+EMBEDDINGS_DIR = "embeddings"
+#: How a map is made (``evaluation.embedding.method``), which names its files.
+EMBEDDING_METHODS = ("tsne", "umap", "pca")
+#: The embedding map of the same network at its random initialisation, for comparison.
+RANDOM_INIT_SUFFIX = "_random_init"
+
+
+def embedding_artifact(method: str, extension: str, random_init: bool = False) -> str:
+    """``embeddings/<method>.<extension>`` (``png`` or ``parquet``), or the random-init
+    network's ``embeddings/<method>_random_init.<extension>``."""
+    suffix = RANDOM_INIT_SUFFIX if random_init else ""
+    return f"{EMBEDDINGS_DIR}/{method}{suffix}.{extension}"
 
 # Artifacts of a study's parent run.
 RESOLVED_CONFIG = "resolved_config.yaml"

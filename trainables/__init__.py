@@ -5,7 +5,9 @@ for the names of what it reports, and ``search_spaces`` for hyperparameter decla
 
 - ``data`` (in-memory uint8 datasets), ``augment`` (batched, on-device augmentation and
   pretext transforms), ``backbones``, ``heads``, ``losses`` (pure functions on tensors),
-  ``distributed`` (the gather with gradient), ``evaluation`` (kNN, probes);
+  ``distributed`` (the gather with gradient), ``evaluation`` (kNN, probes),
+  ``protocols/`` (the source documents' evaluation protocols: fine-tuning with few
+  labels, pruning with quantization, retrieval, embedding maps);
 - ``methods/`` (one file per method over the ``SSLMethod`` contract; the registry and
   ``build_method`` in ``methods/__init__``), ``hyperparameters`` (the loop's own, and
   resolving a trial's values once), ``loop`` (the one generic loop), ``pretrain`` (build

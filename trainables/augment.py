@@ -103,47 +103,53 @@ def _grayscale(x: Tensor) -> Tensor:
     return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
 
 
-def rgb_to_hsv(x: Tensor) -> Tensor:
+def shift_hue(x: Tensor, hue: Tensor) -> Tensor:
+    """Rotate the hue of RGB images in [0, 1] by ``hue`` turns, one shift per image.
+
+    torchvision's ``adjust_hue`` (RGB to HSV, add to H, back to RGB), computed operation
+    for operation as that round trip (so results are bit for bit those of the round trip
+    written out) but without materialising HSV or stacking channels: V is the maximum
+    channel, the closed-form way back needs only H and V * S, and the three channels'
+    offsets are one broadcast. Operations work in place where the round trip made
+    temporaries.
+    """
+    n = x.shape[0]
     r, g, b = x.unbind(dim=1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
+    maxc, minc = x.amax(dim=1), x.amin(dim=1)
     delta = maxc - minc
-    safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
-    safe_max = torch.where(maxc > 0, maxc, torch.ones_like(maxc))
-    sat = delta / safe_max
-    rc = (maxc - r) / safe_delta
-    gc = (maxc - g) / safe_delta
-    bc = (maxc - b) / safe_delta
-    hue = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
-    return torch.stack([hue, sat, maxc], dim=1)
-
-
-def hsv_to_rgb(x: Tensor) -> Tensor:
-    h, s, v = x.unbind(dim=1)
-    # The classic piecewise conversion written as one closed form per channel.
-    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], dim=1)
-    weight = torch.clamp(torch.minimum(k, 4 - k), 0.0, 1.0)
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * weight
+    coloured = delta > 0
+    safe_delta = torch.where(coloured, delta, 1.0)
+    saturation = delta / torch.where(maxc > 0, maxc, 1.0)
+    rc, gc, bc = ((maxc - c).div_(safe_delta) for c in (r, g, b))
+    sector = torch.where(
+        maxc == r, bc - gc, torch.where(maxc == g, (2.0 + rc).sub_(bc), (4.0 + gc).sub_(rc))
+    )
+    h = sector.div_(6.0).remainder_(1.0).masked_fill_(~coloured, 0.0)
+    h6 = h.add_(hue.view(n, 1, 1)).remainder_(1.0).mul_(6.0)
+    # Channel offsets 5, 3, 1 (R, G, B) of the closed-form HSV to RGB conversion; made on
+    # the device, since copying a constant there would wait for the GPU.
+    offsets = torch.arange(5.0, 0.0, -2.0, device=x.device).view(1, 3, 1, 1)
+    k = (offsets + h6.unsqueeze(1)).remainder_(6.0)
+    weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return maxc.unsqueeze(1) - (maxc * saturation).unsqueeze(1) * weight
 
 
 def apply_jitter(
     x: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor
 ) -> Tensor:
     """Brightness, contrast, saturation and hue adjustments with one factor per image
-    ((N,) tensors), each defined as in torchvision's ``adjust_*`` functions."""
+    ((N,) tensors), each defined as in torchvision's ``adjust_*`` functions; arithmetic in
+    place after the first product."""
     n, channels = x.shape[0], x.shape[1]
-    out = (x * brightness.view(n, 1, 1, 1)).clamp(0, 1)
+    out = (x * brightness.view(n, 1, 1, 1)).clamp_(0, 1)
     gray = _grayscale(out) if channels == 3 else out
     mean = gray.mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * contrast.view(n, 1, 1, 1) + mean).clamp(0, 1)
+    out = out.sub_(mean).mul_(contrast.view(n, 1, 1, 1)).add_(mean).clamp_(0, 1)
     if channels != 3:
         return out
     gray = _grayscale(out)
-    out = ((out - gray) * saturation.view(n, 1, 1, 1) + gray).clamp(0, 1)
-    hsv = rgb_to_hsv(out)
-    shifted = torch.stack([(hsv[:, 0] + hue.view(n, 1, 1)) % 1.0, hsv[:, 1], hsv[:, 2]], dim=1)
-    return hsv_to_rgb(shifted).clamp(0, 1)
+    out = out.sub_(gray).mul_(saturation.view(n, 1, 1, 1)).add_(gray).clamp_(0, 1)
+    return shift_hue(out, hue).clamp_(0, 1)
 
 
 def color_jitter(x: Tensor, policy: AugmentationPolicy, gen: torch.Generator) -> Tensor:

@@ -7,6 +7,8 @@ the encoder (the "probe that silently fine-tunes the backbone" trap).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -102,6 +104,57 @@ def linear_probe_accuracy(
     return float((predicted == test_labels.to(device)).float().mean())
 
 
+def train_classifier(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    device: torch.device,
+    epochs: int,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    after_epoch: Callable[[int], None] | None = None,
+) -> nn.Module:
+    """Train a classifier on labelled uint8 images, in place, and return it.
+
+    Only parameters with ``requires_grad`` are updated, so a caller freezes transferred
+    layers by turning it off. Adam at ``lr`` for the first two thirds of the epochs and
+    ``lr / 10`` after, the schedule of ../shared/seeds/000_a0c2eea34e4d74c8.txt (Figure 3).
+    ``after_epoch(epoch)`` (1-based) runs after each epoch: gradual pruning hooks in there.
+    """
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    drop_at = max(1, (2 * epochs) // 3)
+    order_generator = torch.Generator().manual_seed(seed)
+    images, labels = images.to(device), labels.to(device)
+    model.train()
+    for epoch in range(epochs):
+        if epoch == drop_at:
+            for group in optimizer.param_groups:
+                group["lr"] = lr / 10
+        order = torch.randperm(len(images), generator=order_generator).to(device)
+        for start in range(0, len(images), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) == 1 and start:
+                break  # a lone last image: BatchNorm cannot normalise a batch of one
+            loss = F.cross_entropy(model(images[idx].float().div_(255.0)), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+    return model
+
+
+def classifier_accuracy(
+    model: nn.Module, images: Tensor, labels: Tensor, device: torch.device
+) -> float:
+    """Accuracy of a classifier (images to logits) on labelled uint8 images, in eval mode."""
+    logits = extract_features(model, images, device)
+    return float((logits.argmax(dim=1) == labels.to(device)).float().mean())
+
+
 def supervised_accuracy(
     model: nn.Module,
     train_images: Tensor,
@@ -114,32 +167,9 @@ def supervised_accuracy(
     batch_size: int = 128,
     lr: float = 1e-3,
 ) -> float:
-    """Train a classifier on labelled uint8 images and return its held-out accuracy.
-
-    Only parameters with ``requires_grad`` are updated, so a caller freezes transferred
-    layers by turning it off. Adam at ``lr`` for the first two thirds of the epochs and
-    ``lr / 10`` after, the schedule of ../shared/seeds/000_a0c2eea34e4d74c8.txt (Figure 3).
-    """
-    model = model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=lr)
-    drop_at = max(1, (2 * epochs) // 3)
-    order_generator = torch.Generator().manual_seed(seed)
-    images, labels = train_images.to(device), train_labels.to(device)
-    model.train()
-    for epoch in range(epochs):
-        if epoch == drop_at:
-            for group in optimizer.param_groups:
-                group["lr"] = lr / 10
-        order = torch.randperm(len(images), generator=order_generator).to(device)
-        for start in range(0, len(images), batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(model(images[idx].float().div_(255.0)), labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    logits = extract_features(model, test_images, device)
-    return float((logits.argmax(dim=1) == test_labels.to(device)).float().mean())
+    """Train a classifier (``train_classifier``) and return its held-out accuracy."""
+    train_classifier(model, train_images, train_labels, device, epochs, seed, batch_size, lr)
+    return classifier_accuracy(model, test_images, test_labels, device)
 
 
 def mlp_probe_accuracy(

@@ -4,8 +4,9 @@ Per step it draws a batch of indices, asks the method for the step's inputs
 (``make_views``: batched augmentation, patches or pretext transforms, on the training
 device, without gradient) and for a loss, and takes an optimiser step. Per evaluation it
 scores the method's frozen representation with kNN (and the linear and MLP probes when
-asked; after the last epoch also the method's own extra metrics and artifacts) and hands
-the results, with a way to build a checkpoint, to a ``Reporter``.
+asked; after the last epoch also the method's own extra metrics and artifacts, and the
+evaluation protocols of ``settings.protocols``) and hands the results, with a way to
+build a checkpoint, to a ``Reporter``.
 
 The loop keeps no global state. With a method whose ``comm`` spans several workers, each
 rank draws the same permutation from the seed and takes its own equal share of every
@@ -19,7 +20,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import torch
@@ -37,6 +39,7 @@ from trainables.evaluation import (
 )
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.methods.base import SSLMethod
+from trainables.protocols import ProtocolSettings, evaluate_protocols
 
 #: The batch size at which ``lr`` is the learning rate when it is scaled with the batch.
 REFERENCE_BATCH_SIZE = 256
@@ -44,6 +47,10 @@ REFERENCE_BATCH_SIZE = 256
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the trial cannot recover and must fail."""
+
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,19 @@ class LoopSettings:
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     #: What one unit of the budget is (see ``steps_per_epoch``).
     budget_unit: Literal["epochs", "steps"] = "epochs"
+    #: The evaluation protocols (fine-tuning, pruning, retrieval, embedding maps) this
+    #: run computes; None: none.
+    protocols: ProtocolSettings | None = None
+    #: Autocast dtype of the forward pass and loss: fp32 (no autocast), bf16, or fp16 with
+    #: gradient scaling; ``auto`` is bf16 on a CUDA device with native bf16 (compute
+    #: capability 8.0 or newer), else fp32. Evaluation extracts features in it too.
+    precision: Precision = "fp32"
+    #: Channels-last memory format for the model and the image views; ``auto`` turns it on
+    #: where it pays: on CUDA with a 16-bit precision (tensor-core convolutions are NHWC).
+    channels_last: bool | Literal["auto"] = False
+    #: ``torch.compile`` the encoder's forward (never automatic: compiling costs tens of
+    #: seconds per trial, which short or early-stopped trials do not win back).
+    compile: bool = False
 
 
 @dataclass
@@ -113,14 +133,57 @@ def steps_per_epoch(n: int, batch_size: int, settings: LoopSettings) -> int:
     return n // batch_size
 
 
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """The concrete precision for ``device`` (see ``LoopSettings.precision``)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0):
+        return "bf16"
+    return "fp32"
+
+
+def resolve_channels_last(
+    channels_last: bool | Literal["auto"], device: torch.device, precision: Precision
+) -> bool:
+    """The concrete memory-format choice (see ``LoopSettings.channels_last``), given the
+    resolved precision."""
+    if channels_last == "auto":
+        return device.type == "cuda" and precision in _AUTOCAST_DTYPES
+    return bool(channels_last)
+
+
+def _autocast(device: torch.device, precision: Precision) -> AbstractContextManager:
+    """Autocast to the precision's dtype; a disabled context for fp32."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _channels_last(views: list[Tensor]) -> list[Tensor]:
+    """Image views (4-d float tensors) in channels-last layout; targets and patch grids
+    as they are."""
+    return [
+        v.contiguous(memory_format=torch.channels_last)
+        if v.ndim == 4 and v.is_floating_point() else v
+        for v in views
+    ]
+
+
 def _optimizer(
-    method: SSLMethod, training: TrainingHyperparameters, settings: LoopSettings
+    method: SSLMethod,
+    training: TrainingHyperparameters,
+    settings: LoopSettings,
+    device: torch.device,
 ) -> torch.optim.Optimizer:
+    """The configured optimiser; on CUDA its fused kernel (one launch for all parameters,
+    and fp16's gradient scaler then checks for infs without waiting for the GPU). On the
+    CPU the default implementation, so CPU results stay as they were."""
     params = [p for p in method.parameters() if p.requires_grad]
     lr = scaled_lr(training, settings)
+    fused = True if device.type == "cuda" else None
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=training.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=training.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=training.weight_decay,
+                               fused=fused)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=training.weight_decay, fused=fused)
 
 
 def _schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -175,17 +238,21 @@ def evaluate(
     device = torch.device(settings.device)
     representation = method.representation(settings.eval_layer)
     probes = (_probe_due(settings.linear_probe, final), _probe_due(settings.mlp_probe, final))
-    train_features = extract_features(representation, dataset.train_images, device)
+    autocast = _autocast(device, resolve_precision(settings.precision, device))
+    with autocast:
+        train_features = extract_features(representation, dataset.train_images, device)
     labels = dataset.train_labels
     metrics: dict[str, float] = {}
     if dataset.has_validation:
-        val = dataset.validation.to(train_features.device)
+        val = dataset.validation
+        on_features, on_labels = val.to(train_features.device), val.to(labels.device)
         metrics.update(_scores(
-            train_features[~val], labels[~val.cpu()], train_features[val], labels[val.cpu()],
-            dataset.num_classes, settings, probes, schema.VAL_PREFIX,
+            train_features[~on_features], labels[~on_labels], train_features[on_features],
+            labels[on_labels], dataset.num_classes, settings, probes, schema.VAL_PREFIX,
         ))
     if final or settings.test_metrics == "every":
-        test_features = extract_features(representation, dataset.test_images, device)
+        with autocast:
+            test_features = extract_features(representation, dataset.test_images, device)
         metrics.update(_scores(train_features, labels, test_features, dataset.test_labels,
                                dataset.num_classes, settings, probes, ""))
     return metrics
@@ -196,14 +263,22 @@ def _probe_due(when: str, final: bool) -> bool:
 
 
 def _batches(
-    n: int, batch_size: int, steps: int, generator: torch.Generator, comm: Collective
+    n: int,
+    batch_size: int,
+    steps: int,
+    generator: torch.Generator,
+    comm: Collective,
+    device: torch.device | None = None,
 ):
     """Index slices of ``steps`` full batches: consecutive seeded permutations of the
     images (one pass when ``steps`` is a pass's worth), each rank taking its contiguous,
-    equal share of every global batch."""
+    equal share of every global batch. The permutations are drawn on the CPU (the same
+    order on every device) and moved to ``device`` once per epoch, not once per step: a
+    copy to a GPU waits for it."""
     order = torch.randperm(n, generator=generator)
     while len(order) < steps * batch_size:
         order = torch.cat([order, torch.randperm(n, generator=generator)])
+    order = order.to(device)
     per_rank = batch_size // comm.world_size
     for start in range(0, steps * batch_size, batch_size):
         offset = start + comm.rank * per_rank
@@ -228,6 +303,37 @@ def _wrap(method: SSLMethod, device: torch.device) -> torch.nn.Module:
     )
 
 
+def _on_device(dataset: ImageDataset, pretrain_images: Tensor, device: torch.device
+               ) -> ImageDataset:
+    """The dataset with its evaluation splits on ``device``, copied once per trial rather
+    than at every evaluation (on the CPU nothing is copied); where the labelled train split
+    is the pretraining set, the copy already there serves both."""
+    train_images = (pretrain_images if dataset.train_images is dataset.pretrain_images
+                    else dataset.train_images.to(device))
+    return replace(
+        dataset,
+        pretrain_images=pretrain_images,
+        train_images=train_images,
+        train_labels=dataset.train_labels.to(device),
+        test_images=dataset.test_images.to(device),
+        test_labels=dataset.test_labels.to(device),
+    )
+
+
+def _check_finite(losses: Tensor, epoch: int) -> None:
+    """Raise if any step's loss of the epoch was NaN or infinite, naming the first. Checked
+    once per epoch, not per step: a per-step check makes the host wait for the GPU at every
+    step. Parameters that went non-finite are never checkpointed (the check comes before
+    the epoch is reported)."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    step = int((~finite).nonzero()[0, 0])
+    raise NonFiniteLossError(
+        f"loss became {losses[step].item()} at epoch {epoch}, step {step + 1}"
+    )
+
+
 def train(
     method: SSLMethod,
     dataset: ImageDataset,
@@ -236,7 +342,12 @@ def train(
     report: Reporter,
     resume_state: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Pretrain ``method`` for ``settings.epochs`` epochs and return the last metrics."""
+    """Pretrain ``method`` for ``settings.epochs`` epochs and return the last metrics.
+
+    Per step the host only queues work: batch indices, views, loss, backward and optimiser
+    step stay on the training device, and the host waits for the device once per epoch
+    (the finiteness check and the epoch's loss), so a GPU is never idle between steps.
+    """
     comm = method.comm
     if training.batch_size > len(dataset):
         raise ValueError(
@@ -247,12 +358,23 @@ def train(
             f"batch_size {training.batch_size} is not divisible by the {comm.world_size} workers"
         )
     device = torch.device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    channels_last = resolve_channels_last(settings.channels_last, device, precision)
+    settings = replace(settings, precision=precision, channels_last=channels_last)
     if settings.sync_bn and comm.distributed:
         _use_sync_bn(method)
     method.to(device)
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    if settings.compile:
+        # In place: the state dict keeps its keys, so checkpoints do not depend on it.
+        method.encoder.compile()
     model = _wrap(method, device)
     policy = AugmentationPolicy.from_strength(training.aug_strength)
-    optimizer = _optimizer(method, training, settings)
+    optimizer = _optimizer(method, training, settings, device)
+    # fp16 gradients can underflow: the loss is scaled up before backward and the
+    # gradients unscaled before the step (a no-op for fp32 and bf16).
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     epoch_steps = steps_per_epoch(len(dataset), training.batch_size, settings)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(settings.epochs * epoch_steps, settings.warmup_epochs * epoch_steps)
@@ -264,6 +386,8 @@ def train(
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         view_generator.set_state(resume_state["view_generator"])
+        if resume_state.get("grad_scaler"):
+            scaler.load_state_dict(resume_state["grad_scaler"])
         start_epoch = int(resume_state["epoch"]) + 1
 
     def state(epoch: int, metrics: dict[str, float]) -> Callable[[], dict[str, Any]]:
@@ -272,6 +396,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "view_generator": view_generator.get_state(),
+            "grad_scaler": scaler.state_dict(),
             "epoch": epoch,
             "metrics": dict(metrics),
         }
@@ -286,35 +411,39 @@ def train(
     # The uint8 images move to the training device once; batches are then index lookups
     # on the device and augmentation never waits for a host-to-device copy.
     images = dataset.pretrain_images.to(device)
+    evaluation_data = _on_device(dataset, images, device) if comm.rank == 0 else dataset
+    autocast = _autocast(device, precision)
+    step_losses = torch.empty(epoch_steps, device=device)
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, settings.epochs + 1):
         method.begin_epoch(epoch, settings.epochs)
         method.train()
         order_generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
-        loss_sum = torch.zeros((), device=device)
         steps = seen = 0
         started = time.perf_counter()
         for idx in _batches(len(images), training.batch_size, epoch_steps, order_generator,
-                            comm):
-            batch = images[idx.to(device)]
+                            comm, device):
+            batch = images[idx]
             with torch.no_grad():
                 views = method.make_views(batch, policy, view_generator)
-            loss: Tensor = model(views)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at epoch {epoch}, step {steps + 1}"
-                )
+            if channels_last:
+                views = _channels_last(views)
+            with autocast:
+                loss: Tensor = model(views)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            loss_sum += loss.detach()
+            step_losses[steps] = loss.detach()
             steps += 1
             seen += batch.shape[0]
+        _check_finite(step_losses[:steps], epoch)
+        loss_mean = float(comm.mean(step_losses[:steps].sum())) / max(steps, 1)
         elapsed = time.perf_counter() - started
         metrics = {
             schema.EPOCH: float(epoch),
-            schema.LOSS: float(comm.mean(loss_sum)) / max(steps, 1),
+            schema.LOSS: loss_mean,
             schema.IMAGES_PER_SEC: seen * comm.world_size / max(elapsed, 1e-9),
             schema.LR: scheduler.get_last_lr()[0],
         }
@@ -323,11 +452,18 @@ def train(
         artifacts: dict[str, bytes] = {}
         encoder = None
         if evaluated and comm.rank == 0:
-            metrics.update(evaluate(method, dataset, settings, final))
+            metrics.update(evaluate(method, evaluation_data, settings, final))
             if final:
                 metrics.update(method.extra_evaluation(dataset, device))
                 artifacts = method.artifacts()
                 encoder = method.representation(settings.eval_layer)
+            if settings.protocols is not None:
+                scores, files = evaluate_protocols(
+                    method, dataset, settings.protocols, eval_layer=settings.eval_layer,
+                    device=device, seed=settings.seed, final=final,
+                )
+                metrics.update(scores)
+                artifacts = {**artifacts, **files}
         report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts,
                            encoder))
     return metrics

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 
@@ -44,12 +46,51 @@ RUN_ID_KEY = "mlflow_run_id"
 @dataclass(frozen=True)
 class DatasetHandle:
     """The study's dataset in Ray's object store: put once by the driver, read by every
-    trial and every worker without reloading it."""
+    trial and every worker without reloading or copying it.
+
+    Ray maps numpy arrays of the object store into every process of a node (zero-copy
+    deserialisation) but deserialises a torch tensor into a private copy per process, so
+    N concurrent trials would hold N copies. The tensors therefore travel as numpy arrays,
+    each distinct tensor once (the labelled train split is usually the pretraining set
+    itself), and become tensors again over the shared, read-only memory; the core never
+    writes into a dataset's tensors (batches are gathered copies).
+    """
 
     ref: ray.ObjectRef
 
+    @classmethod
+    def put(cls, dataset: ImageDataset) -> DatasetHandle:
+        arrays: list[np.ndarray] = []
+        positions: dict[int, int] = {}
+        parts: dict[str, Any] = {}
+        for field in fields(dataset):
+            value = getattr(dataset, field.name)
+            if isinstance(value, torch.Tensor):
+                if id(value) not in positions:
+                    positions[id(value)] = len(arrays)
+                    arrays.append(value.numpy())
+                value = _Stored(positions[id(value)])
+            parts[field.name] = value
+        return cls(ray.put((parts, arrays)))
+
     def get(self) -> ImageDataset:
-        return ray.get(self.ref)
+        parts, arrays = ray.get(self.ref)
+        with warnings.catch_warnings():
+            # The arrays are read-only views of the object store; torch warns that writing
+            # through them is undefined, and nothing writes through them.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors = [torch.from_numpy(array) for array in arrays]
+        return ImageDataset(**{
+            name: tensors[value.position] if isinstance(value, _Stored) else value
+            for name, value in parts.items()
+        })
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """Where a dataset field's tensor is among the arrays of a ``DatasetHandle``."""
+
+    position: int
 
 
 def _quiet_ray_train() -> None:
@@ -138,6 +179,7 @@ def run_trial(
         _fit_data_parallel(settings, data, hyperparameters, extra_tags)
         return
     torch.set_num_threads(settings.threads)
+    _share_gpu(settings.gpus_per_worker)
     dataset = data.get()
     resume_state, run_id = _load_checkpoint(tune.get_checkpoint())
     run = _open_run(settings, dataset, hyperparameters, tune.get_context().get_trial_id(),
@@ -147,6 +189,14 @@ def run_trial(
         dataset, settings,
     )
     pretrain_recorded(run, settings, dataset, hyperparameters, report, resume_state)
+
+
+def _share_gpu(fraction: float) -> None:
+    """A trial given a fraction of a GPU (several trials packed on one) may allocate that
+    fraction of its memory: one trial that grows beyond its share then fails with an
+    out-of-memory error of its own instead of starving the trials beside it."""
+    if 0 < fraction < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction)
 
 
 def cross_method_trial(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,9 @@ class SSLMethod(nn.Module, ABC):
     #: How the evaluated stage's feature map becomes a vector: global average pooling, or
     #: the global max for a method whose source embeds that way.
     feature_pooling: ClassVar[Pooling] = "mean"
+    #: The head that fine-tuning puts on the representation (``evaluation.finetune.head:
+    #: auto``): linear, or an MLP for a method whose source evaluates it with one.
+    finetune_head: ClassVar[Literal["linear", "mlp"]] = "linear"
 
     def __init__(
         self,

@@ -28,6 +28,8 @@ from trainables.methods.base import SSLMethod
 class RotNet(SSLMethod):
     name = "rotnet"
     source = "003_c80d734d47a8bbd6.txt (RotNet pre-training)"
+    #: "For RotNet we use a nonlinear head" (the source's linear evaluation).
+    finetune_head = "mlp"
     hyperparameters = MappingProxyType({
         "num_rotations": Hyperparameter("choice", 4, "rotations per image: 2, 4 or 8",
                                         choices=(2, 4, 8)),
