@@ -7,7 +7,11 @@ the parameters' search scales (knots for continuous parameters, levels for categ
 - **importance**: the share of the metric's variance a parameter's main effect explains
   (fANOVA's main-effect fraction, not renormalised);
 - **interval** (``low``, ``high``): the 2.5% and 97.5% percentiles over
-  :data:`BOOTSTRAP` refits on trials resampled with replacement;
+  :data:`BOOTSTRAP` refits on trials resampled with replacement. A resample repeats
+  trials, and a variance share is biased upwards by noise, so for a parameter with next
+  to no effect every refit can explain a little more than the fit on the trials as they
+  are; the interval is then widened to reach the estimate rather than shown excluding it
+  (conservative, never narrower than the percentiles);
 - **null** (``null_high``): the importance the same analysis gives the parameter when
   its own column is shuffled across trials (the others kept), over
   :func:`permutations` shuffles; ``null_high`` is the value the observed importance
@@ -129,9 +133,11 @@ def estimate(
         effect.append(np.ptp(curve[supported]))
         effect_interval.append(np.percentile(np.ptp(replicates[:, supported], axis=1),
                                              [2.5, 97.5]))
+    importance = point.importance[0]
+    low, high = np.percentile(boot.importance, [2.5, 97.5], axis=0)
+    interval = np.stack([np.minimum(low, importance), np.maximum(high, importance)], axis=1)
     return Marginals(
-        params, binnings, counts, n, point.importance[0],
-        np.percentile(boot.importance, [2.5, 97.5], axis=0).T, null_high, response, band,
+        params, binnings, counts, n, importance, interval, null_high, response, band,
         np.array(effect), np.array(effect_interval),
     )
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -171,7 +172,12 @@ class LinkedOptunaSearch(OptunaSearch):
         first report comes after the run was created)."""
         if trial_id in self._linked:
             return
-        run_id = find_trial_run(self._target, trial_id)
+        try:
+            run_id = find_trial_run(self._target, trial_id)
+        except MlflowException as exc:
+            # Only a link for the dashboard: the search goes on, the next report retries.
+            logger.warning("MLflow run of trial %s not found yet: %s", trial_id, exc)
+            return
         if run_id is not None:
             self._ot_trials[trial_id].set_user_attr("mlflow_run_id", run_id)
             self._linked.add(trial_id)

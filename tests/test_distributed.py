@@ -10,9 +10,11 @@ matching (Deep InfoMax's gamma) is off: its prior samples are drawn per worker.
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 import socket
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from trainables.methods import METHODS, method_class
 
 WORLD = 2
 GLOBAL_BATCH = 8
+#: How long a case may take on a worker before the collective gives up.
+CASE_TIMEOUT_S = 120
 
 
 def _flat_encoder() -> Encoder:
@@ -139,19 +143,35 @@ def _result(model, loss: torch.Tensor, case: Case) -> dict[str, object]:
     return out
 
 
-def _worker(rank: int, name: str, port: int, out_dir: str) -> None:
+def _step(rank: int, name: str, out_dir: str) -> None:
+    """One worker's share of a case: half the batch through DDP, its loss and gradients
+    saved for the test to compare."""
+    case = CASES[name]
+    model = _build(case, Collective.from_process_group())
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=not model.uses_all_parameters
+    )
+    loss = ddp(case.per_worker([v.chunk(WORLD)[rank] for v in _views(case)]))
+    loss.backward()
+    torch.save(_result(model, loss, case), Path(out_dir) / f"rank{rank}.pt")
+
+
+def _serve(rank: int, port: int, tasks: Any, done: Any) -> None:
+    """A worker of the pool: one gloo process group for every case (starting a process
+    and importing torch costs more than a case), cases taken from ``tasks`` until None;
+    each outcome (None, or the traceback) goes to ``done``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=CASE_TIMEOUT_S))
     try:
-        case = CASES[name]
-        model = _build(case, Collective.from_process_group())
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, find_unused_parameters=not model.uses_all_parameters
-        )
-        loss = ddp(case.per_worker([v.chunk(WORLD)[rank] for v in _views(case)]))
-        loss.backward()
-        torch.save(_result(model, loss, case), Path(out_dir) / f"rank{rank}.pt")
+        while (task := tasks.get()) is not None:
+            try:
+                _step(rank, *task)
+            except Exception:  # handed to the test, which fails with it
+                done.put((rank, traceback.format_exc()))
+            else:
+                done.put((rank, None))
     finally:
         dist.destroy_process_group()
 
@@ -162,10 +182,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def gloo_pool() -> Iterator[Callable[[str, Path], None]]:
+    """Runs a case on two gloo CPU workers that live as long as this module's tests."""
+    context = mp.get_context("spawn")
+    tasks = [context.Queue() for _ in range(WORLD)]
+    done = context.Queue()
+    port = _free_port()
+    workers = [context.Process(target=_serve, args=(rank, port, tasks[rank], done),
+                               daemon=True) for rank in range(WORLD)]
+    for worker in workers:
+        worker.start()
+
+    def run(name: str, out_dir: Path) -> None:
+        for queue in tasks:
+            queue.put((name, str(out_dir)))
+        outcomes = [done.get(timeout=2 * CASE_TIMEOUT_S) for _ in range(WORLD)]
+        failures = [error for _, error in outcomes if error is not None]
+        assert not failures, failures[0]
+
+    yield run
+    for queue in tasks:
+        queue.put(None)
+    for worker in workers:
+        worker.join(timeout=CASE_TIMEOUT_S)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_two_workers_match_one_process_on_the_whole_batch(name: str, tmp_path: Path) -> None:
+def test_two_workers_match_one_process_on_the_whole_batch(
+    name: str, tmp_path: Path, gloo_pool: Callable[[str, Path], None]
+) -> None:
     case = CASES[name]
-    mp.spawn(_worker, args=(name, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    gloo_pool(name, tmp_path)
     model = _build(case, Collective())
     loss = model(case.per_worker(_views(case)))
     loss.backward()

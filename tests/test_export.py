@@ -22,6 +22,7 @@ from planted import Trial, create_experiment, write_study
 
 from study.cli import main
 from tracking import schema
+from tracking.read import best_trial_runs
 from tracking.runs import TrackingTarget, TrialRun
 from trainables.recording import log_encoder
 
@@ -219,3 +220,16 @@ def test_export_of_an_experiment_without_finished_runs(tmp_path: Path, capsys) -
         assert "nothing to export" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before
 
+
+
+def test_the_best_run_is_one_that_trained_as_long_as_the_longest(tmp_path: Path) -> None:
+    """A completed run of fewer epochs (``sslstudy train --epochs 1`` into the same
+    experiment) is not comparable with the study's full-budget runs, however high."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, experiment_id = create_experiment(uri, "mixed")
+    short = Trial("simclr", {"temperature": 0.3, "batch_size": 32, "seed": 0},
+                  {"val_knn_acc": {1: 0.9}}, max_budget=1)
+    write_study(client, experiment_id, [*_trials(), short], SPACES, ("val_knn_acc", "max"))
+    best = best_trial_runs(client.search_runs([experiment_id]), "val_knn_acc", "max")
+    assert best["simclr"].data.metrics["val_knn_acc"] == 0.5
+    assert best["moco"].data.metrics["val_knn_acc"] == 0.45

@@ -94,7 +94,10 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     storage = f"sqlite:///{tmp_path / 'ray' / 'resume' / 'optuna.db'}"
     trials = optuna.load_study(study_name="resume-simclr", storage=storage).trials
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    # A trial ASHA stopped is PRUNED in Optuna (which of them it stops depends on timing).
+    assert len(complete) == sum(r.data.tags["status"] == "completed" for r in runs)
+    assert len(complete) + len(pruned) == 4
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     best_before = max(before.values())
     assert max(t.value for t in complete) >= best_before

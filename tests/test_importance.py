@@ -63,6 +63,10 @@ def test_pure_noise_flags_nothing_at_the_family_wise_five_percent_level() -> Non
         found = estimate(frame, pd.Series(rng.normal(0.5, 0.02, 12)), DEMO_SCALES, seed=seed)
         flagged += bool(found.significant.any())
         shares.append(found.importance.sum())
+        # Refits on resamples overstate a null share (14 of these 100 seeds have every
+        # percentile above the estimate): the interval still reaches the estimate.
+        low, high = found.interval.T
+        assert (low <= found.importance).all() and (found.importance <= high).all(), seed
     assert flagged <= 10
     assert np.median(shares) < 0.4
 

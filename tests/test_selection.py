@@ -68,12 +68,14 @@ def test_no_test_split_metric_reaches_the_scheduler() -> None:
     from trainables.trainable import _checkpointing_report
 
     sent: list[dict] = []
-    report = _checkpointing_report(None, lambda metrics, ckpt: sent.append(metrics), False)
-    metrics = {"epoch": 3.0, "loss": 1.0, "lr": 0.0, "images_per_sec": 9.0,
+    # No MLflow run: the dataset and settings, which only recording needs, are not read.
+    report = _checkpointing_report(None, lambda metrics, ckpt: sent.append(metrics), False,
+                                   None, None)
+    metrics = {"epoch": 3.0, "loss": 1.0, "lr_schedule": 0.0, "images_per_sec": 9.0,
                "val_knn_acc": 0.5, "knn_acc": 0.6, "linear_acc": 0.7,
                "transfer_frozen_acc": 0.8}
     report(EpochResult(3, metrics, True, True, lambda: {}))
-    assert sent == [{"epoch": 3.0, "loss": 1.0, "lr": 0.0, "images_per_sec": 9.0,
+    assert sent == [{"epoch": 3.0, "loss": 1.0, "lr_schedule": 0.0, "images_per_sec": 9.0,
                      "val_knn_acc": 0.5}]
     assert schema.validation("knn_acc") == "val_knn_acc"
 

@@ -41,7 +41,6 @@ from tracking.read import HistoryPoint
 
 #: ConfigSpace's JSON format version that DeepCAVE's ConfigSpace (1.2) writes and reads.
 FORMAT_VERSION = 0.4
-FILES = ("configspace.json", "configs.json", "origins.json", "meta.json", "history.jsonl")
 #: DeepCAVE's trial statuses (``deepcave.runs.status.Status``).
 SUCCESS, CRASHED, ABORTED = 1, 4, 5
 _STATUS = {schema.COMPLETED: SUCCESS, schema.STOPPED_EARLY: SUCCESS, schema.FAILED: CRASHED,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -207,17 +208,23 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> lis
 
 def best_trial_runs(runs: Iterable[Run], metric: str, mode: str) -> dict[str, Run]:
     """Per method, the run with the best value of ``metric`` among those that reached the
-    full budget (status ``completed``): a value after fewer epochs is not comparable."""
+    full budget (status ``completed``) and trained for as many epochs as the method's
+    longest such run: a value after fewer epochs (a run ASHA stopped, or a shorter
+    ``sslstudy train --epochs``) is not comparable."""
     sign = 1.0 if mode == "max" else -1.0
-    best: dict[str, Run] = {}
+    finished: dict[str, list[tuple[float, float, Run]]] = {}
     for run in runs:
         tags = run.data.tags
         value = run.data.metrics.get(metric)
         if tags.get(schema.TAG_STATUS) != schema.COMPLETED or value is None:
             continue
-        method = tags.get(schema.TAG_METHOD, "")
-        if method not in best or sign * value > sign * best[method].data.metrics[metric]:
-            best[method] = run
+        budget = float(tags.get(schema.TAG_BUDGET, "nan"))
+        finished.setdefault(tags.get(schema.TAG_METHOD, ""), []).append((budget, value, run))
+    best: dict[str, Run] = {}
+    for method, candidates in finished.items():
+        longest = max((b for b, _, _ in candidates), default=float("nan"))
+        comparable = [(v, r) for b, v, r in candidates if b == longest or math.isnan(longest)]
+        best[method] = max(comparable, key=lambda pair: sign * pair[0])[1]
     return best
 
 

@@ -121,6 +121,7 @@ def selectable(metric: str) -> bool:
     validation scores only, never a test-split score."""
     return metric in TRAINING_METRICS or metric.startswith(VAL_PREFIX)
 
+
 def method_key(method: str, name: str) -> str:
     """A per-method metric or tag of a study's parent run, e.g. ``simclr.trials``."""
     return f"{method}.{name}"

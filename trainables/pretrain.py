@@ -54,10 +54,14 @@ def reference_scores(
     """What a trained encoder must beat: the kNN accuracies (validation and test) of the
     same encoder at its random initialisation (the seed a trial starts from), under
     ``random_init_<metric>``, and the chance accuracy. Probes are left out: the kNN is
-    cheap and is what a search selects on."""
+    cheap and is what a search selects on.
+
+    It runs where the study is launched, which need not have the trials' GPU (nor should
+    it take memory Ray does not account for): on a GPU there when one is visible, else on
+    the CPU, whatever ``train.device`` says."""
     torch.manual_seed(settings.seed)
     model = build_method(method, backbone, dataset, hyperparameters.method)
-    settings = replace(settings, device=resolve_device(settings.device), linear_probe="never",
+    settings = replace(settings, device=resolve_device("auto"), linear_probe="never",
                        mlp_probe="never")
     model.to(torch.device(settings.device))
     scores = {schema.RANDOM_INIT_PREFIX + k: v
