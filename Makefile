@@ -9,6 +9,11 @@ DEMO_OUT := demo-output
 BENCH_OUT := bench-output
 # Flags for the whole suite, e.g. make bench BENCH_ARGS="--device cuda --only augment,step"
 BENCH_ARGS ?=
+# The suite runs in pytest-xdist workers (two by default, as many as CI's cores); a module
+# that builds a Ray instance or a study once keeps all its tests on one worker
+# (xdist_group marks, hence --dist loadgroup).
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: demo test test-fast lint bench bench-gpu clean
 
@@ -32,11 +37,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -24,6 +24,11 @@ from trainables.hyperparameters import resolve_trial
 from trainables.methods import build_method
 from trainables.methods.base import SSLMethod
 
+# The suite runs in two pytest-xdist workers on a 2-core machine: one torch thread each,
+# so that a worker training a network does not oversubscribe the cores the other needs.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _single_thread_torch():

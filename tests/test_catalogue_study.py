@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from study.cli import main
 from trainables.methods import METHODS as METHOD_CLASSES
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module: its Ray instance and study are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("catalogue_study")]
 
 METHODS = {
     "cpc": {"space": {"batch_size": {"choices": [32]}, "patch_size": {"choices": [16]},

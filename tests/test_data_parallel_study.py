@@ -17,7 +17,6 @@ pytestmark = pytest.mark.slow
 SMALL = {"batch_size": {"choices": [32, 64]}}
 
 
-
 def test_two_workers_of_one_cpu_each_run_on_two_cores(tmp_path: Path) -> None:
     # MoCo: its keys are shuffled across the workers (shuffle BN), the most the
     # data-parallel path does.

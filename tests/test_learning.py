@@ -11,13 +11,14 @@ log 4 on shapes, while 45-degree steps tell squares from diamonds.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
 
-from trainables.data import DataSpec, load_dataset
+from trainables.data import DataSpec, ImageDataset, load_dataset
 from trainables.hyperparameters import resolve_trial
 from trainables.loop import LoopSettings, evaluate, train
 from trainables.methods import METHODS, build_method
@@ -40,6 +41,10 @@ class Check:
     required_gain: float
     metric: str = "knn_acc"
     eval_layer: int | None = None
+    #: Training images: half the set where the method's margin allows (measured at 2,048
+    #: images: RotNet gains 0.22, the context encoder 0.14, the denoising AE 0.16), for
+    #: half the time.
+    images: int = 4096
 
 
 SETTINGS = {
@@ -60,10 +65,12 @@ SETTINGS = {
 #: 0.41 -> 0.58, jigsaw (4 permutations) 0.41 -> 0.69.
 PRETEXT = {
     "rotnet": Check({"lr": 3e-3, "batch_size": 64, "num_rotations": 8}, 2, 0.12,
-                    eval_layer=3),
+                    eval_layer=3, images=2048),
     "relative_patch": Check({"lr": 3e-3, "batch_size": 64}, 3, 0.08, "linear_acc"),
-    "denoising_ae": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.08, "linear_acc"),
-    "context_encoder": Check({"lr": 3e-3, "batch_size": 64}, 3, 0.10, "linear_acc"),
+    "denoising_ae": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.08, "linear_acc",
+                          images=2048),
+    "context_encoder": Check({"lr": 3e-3, "batch_size": 64}, 3, 0.10, "linear_acc",
+                             images=2048),
     "aet": Check({"lr": 3e-3, "batch_size": 64}, 4, 0.08, "linear_acc"),
     # 24 permutations stay at chance (loss log 24) for the first epochs; 4 learn at once.
     "jigsaw": Check({"lr": 3e-3, "batch_size": 64, "num_permutations": 4}, 4, 0.15,
@@ -79,15 +86,15 @@ def test_every_registered_method_has_a_learning_check() -> None:
     assert set(CHECKS) == set(METHODS)
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    return load_dataset(DataSpec("shapes", num_train=4096, num_test=1024, seed=0))
+@functools.cache
+def _shapes(images: int) -> ImageDataset:
+    return load_dataset(DataSpec("shapes", num_train=images, num_test=1024, seed=0))
 
 
 @pytest.mark.parametrize("method", sorted(CHECKS))
-def test_short_pretraining_beats_random_init(method: str, shapes) -> None:
+def test_short_pretraining_beats_random_init(method: str) -> None:
     check = CHECKS[method]
-    data = shapes
+    data = _shapes(check.images)
     hyperparameters = resolve_trial(method, check.given)
     with_linear = check.metric == "linear_acc"
     loop = LoopSettings(epochs=check.epochs, eval_every=check.epochs, seed=0,

@@ -15,7 +15,8 @@ from ray.cluster_utils import Cluster
 
 from study.cli import main
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module: its Ray instance and study are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multinode")]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from study.cli import main
 from trainables.trainable import DatasetHandle
 
-pytestmark = pytest.mark.slow
+# One worker runs the whole module: its Ray instance and study are built once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("shared_resources")]
 
 
 @pytest.fixture(scope="module", autouse=True)

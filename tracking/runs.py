@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: MLflow keeps a failure reason in a tag; longer texts are cut.
 _MAX_REASON = 5000
+#: Tries at logging a dataset input that another run is inserting at the same moment.
+DATASET_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,21 @@ class TrialRun:
         dataset = Dataset(name=name, digest=digest, source_type="sslstudy",
                           source=json.dumps(dict(source), default=str),
                           profile=json.dumps(dict(profile)))
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
-            dataset, tags=[InputTag(schema.TAG_DATASET_CONTEXT, "train")])])
+        inputs = [DatasetInput(dataset, tags=[InputTag(schema.TAG_DATASET_CONTEXT, "train")])]
+        # MLflow's SQL store looks the dataset up, then inserts it when missing: two
+        # trials starting together both insert, and one fails the experiment's unique
+        # (name, digest) constraint. Once the other's insert landed, a second call finds
+        # the row and only links it.
+        for attempt in range(DATASET_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as exc:
+                if attempt == DATASET_ATTEMPTS - 1 or "UNIQUE" not in str(exc).upper():
+                    raise
+                logger.debug("dataset input of run %s raced another run: %s", self.run_id,
+                             exc)
+                time.sleep(0.2 * (attempt + 1))
 
     def log_model(self, directory: Path, name: str, step: int, tags: Mapping[str, str]
                   ) -> str:

@@ -1,0 +1,51 @@
+"""Writing runs: a dataset input that two trials log at the same moment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from tracking.runs import TrackingTarget, TrialRun
+
+
+def _trial(tmp_path: Path) -> TrialRun:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = MlflowClient(uri).create_experiment("races")
+    return TrialRun.create(TrackingTarget(uri, experiment_id), name="t", tags={}, params={})
+
+
+def test_a_dataset_another_run_is_inserting_is_linked_on_a_second_try(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """MLflow's SQL store inserts a dataset it did not find; the run that loses the race
+    fails the unique constraint, and its retry links the row the other run wrote."""
+    run = _trial(tmp_path)
+    calls = []
+    real = MlflowClient.log_inputs
+
+    def racing(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                  "datasets.experiment_id, datasets.name, datasets.digest")
+        return real(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", racing)
+    run.log_dataset("shapes", "0123456789abcdef", {"seed": 0}, {"train_images": 10})
+    assert len(calls) == 2
+    (logged,) = run.client.get_run(run.run_id).inputs.dataset_inputs
+    assert logged.dataset.name == "shapes"
+
+
+def test_any_other_dataset_error_propagates(tmp_path: Path, monkeypatch) -> None:
+    run = _trial(tmp_path)
+
+    def broken(self, run_id, datasets=None, models=None):
+        raise MlflowException("the tracking server is gone")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="server is gone"):
+        run.log_dataset("shapes", "0123456789abcdef", {}, {})
