@@ -9,11 +9,10 @@ DEMO_OUT := demo-output
 BENCH_OUT := bench-output
 # Flags for the whole suite, e.g. make bench BENCH_ARGS="--device cuda --only augment,step"
 BENCH_ARGS ?=
-# The suite runs in pytest-xdist workers (two by default, as many as CI's cores); a module
-# that builds a Ray instance or a study once keeps all its tests on one worker
-# (xdist_group marks, hence --dist loadgroup).
+# The suite runs in pytest-xdist workers (two by default, as many as CI's cores), a test
+# file to a worker: a module's Ray instance or study is built once, on one worker.
 TEST_WORKERS ?= 2
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast lint bench bench-gpu clean
 

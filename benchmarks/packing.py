@@ -95,8 +95,8 @@ def main() -> None:
     dataset = load_dataset(DataSpec("shapes", num_train=args.images, num_test=64,
                                     seed=args.seed))
     images = args.images // args.batch * args.batch
-    ray.init(num_cpus=max(args.threads, args.packed * args.trial_threads), num_gpus=1,
-             include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=max(args.threads, args.packed * args.trial_threads),
+             num_gpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         data = DatasetHandle.put(dataset)
         print(f"SimCLR, {args.backbone}, {images} images x {args.epochs} epochs, batch "

@@ -103,8 +103,9 @@ class Trial:
 
 def measure(dataset: ImageDataset, shared: bool, args) -> tuple[float, float]:
     """(session PSS, median trial PSS) in MiB with ``args.trials`` trials holding the data."""
-    ray.init(num_cpus=max(1, args.threads), num_gpus=1 if args.device == "cuda" else 0,
-             include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=max(1, args.threads),
+             num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
+             logging_level="ERROR")
     try:
         handle = DatasetHandle.put(dataset) if shared else TensorHandle(ray.put(dataset))
         gpus = 1 / args.trials if args.device == "cuda" else 0

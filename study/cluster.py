@@ -101,14 +101,17 @@ def check_fits(resources: ResourcesConfig, nodes: list[NodeResources], *, fixed:
 
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
-    """Connect to ``address`` or start a local Ray; reuse one already started (tests)."""
+    """Connect to ``address`` or start a local Ray; reuse one already started (tests).
+
+    Without an address the study starts its own Ray, as ``--address``'s help says: Ray's
+    own default would join whatever cluster ``ray start`` last left on this machine."""
     import ray
 
     if ray.is_initialized():
         yield
         return
     try:
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address or "local", logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise ConfigError(f"--address: cannot connect to Ray at {address} ({exc})") from None
     try:

@@ -17,8 +17,7 @@ from mlflow.tracking import MlflowClient
 from study.cli import main
 from trainables.methods import METHODS as METHOD_CLASSES
 
-# One worker runs the whole module: its Ray instance and study are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("catalogue_study")]
+pytestmark = pytest.mark.slow
 
 METHODS = {
     "cpc": {"space": {"batch_size": {"choices": [32]}, "patch_size": {"choices": [16]},
@@ -31,7 +30,7 @@ METHODS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")
     yield
     ray.shutdown()
 

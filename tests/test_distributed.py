@@ -31,9 +31,6 @@ from trainables.backbones import Encoder, Normalize, layerwise_conv
 from trainables.distributed import Collective
 from trainables.methods import METHODS, method_class
 
-# One worker runs the whole module: its gloo worker pool is started once.
-pytestmark = pytest.mark.xdist_group("distributed")
-
 WORLD = 2
 GLOBAL_BATCH = 8
 #: How long a case may take on a worker before the collective gives up.

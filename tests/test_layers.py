@@ -21,9 +21,6 @@ from pathlib import Path
 
 import pytest
 
-# One worker runs the whole module: its import probes run once.
-pytestmark = pytest.mark.xdist_group("layers")
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("study", "analysis", "tracking", "trainables", "search_spaces")
 #: Modules of the trainables package above the torch core.

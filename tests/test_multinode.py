@@ -15,8 +15,7 @@ from ray.cluster_utils import Cluster
 
 from study.cli import main
 
-# One worker runs the whole module: its Ray instance and study are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multinode")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

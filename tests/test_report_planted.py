@@ -27,9 +27,6 @@ from planted import Trial, create_experiment, uniform_design, write_study
 from study.cli import main
 from tracking import schema
 
-# One worker runs the whole module: its planted experiment is analysed once.
-pytestmark = pytest.mark.xdist_group("report_planted")
-
 NOISE = 0.01
 #: What alpha's study recorded as its references: the random-init encoder, chance.
 REFERENCES = {"random_init_knn_acc": 0.2, "chance_acc": 0.125}

@@ -16,13 +16,12 @@ from mlflow.tracking import MlflowClient
 from study.cli import main
 from trainables.trainable import DatasetHandle
 
-# One worker runs the whole module: its Ray instance and study are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("shared_resources")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_with_one_gpu():
-    ray.init(num_cpus=2, num_gpus=1, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, num_gpus=1, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -15,13 +15,12 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 
-# One worker runs the whole module: its Ray instance and study are built once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("study")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, logging_level="WARNING")
     yield
     ray.shutdown()
 
