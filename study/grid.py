@@ -79,7 +79,10 @@ def run_fixed(
         tuner = tune.Tuner(
             trainable,
             param_space={"run": tune.grid_search([asdict(r) for r in runs])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            # As in a search: a finished run's process runs the next one (no process start
+            # and no re-import of torch and MLflow per run; every run seeds all it uses).
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(study_root(config)),

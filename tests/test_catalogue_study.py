@@ -30,7 +30,7 @@ METHODS = {
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
     yield
     ray.shutdown()
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster_address():
-    ray.init(address="local", num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_with_one_gpu():
-    ray.init(address="local", num_cpus=2, num_gpus=1, logging_level="WARNING")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, num_gpus=1,
+             logging_level="WARNING")
     yield
     ray.shutdown()
 

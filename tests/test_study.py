@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
-    ray.init(address="local", num_cpus=2, logging_level="WARNING")
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
     yield
     ray.shutdown()
 

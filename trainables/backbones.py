@@ -17,7 +17,6 @@ from types import MappingProxyType
 from typing import Literal
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 BACKBONES = ("small_cnn", "resnet18", "layerwise_conv")
@@ -117,6 +116,10 @@ def small_cnn(in_channels: int, width: int = 16) -> tuple[list[nn.Module], list[
 
 
 def cifar_resnet18(in_channels: int) -> tuple[list[nn.Module], list[int]]:
+    # Imported here: torchvision's models pull in torch._dynamo (about 2 s on 2 cores),
+    # which a trial of another backbone, a fresh Ray worker each, need not pay.
+    import torchvision
+
     net = torchvision.models.resnet18(weights=None)
     stem = nn.Sequential(
         nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False),

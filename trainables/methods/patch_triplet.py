@@ -34,7 +34,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from search_spaces import Hyperparameter
@@ -192,6 +191,8 @@ class PatchTriplet(SSLMethod):
         return results
 
     def artifacts(self) -> dict[str, bytes]:
+        import torchvision  # once per trial; see trainables.backbones.cifar_resnet18
+
         weights = self.encoder.stages[0][0].weight.detach().cpu()
         low = weights.amin(dim=(1, 2, 3), keepdim=True)
         high = weights.amax(dim=(1, 2, 3), keepdim=True)
