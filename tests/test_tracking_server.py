@@ -52,4 +52,6 @@ def test_ctrl_c_stops_the_real_server_and_frees_its_port(tmp_path: Path) -> None
         assert process.wait(timeout=30) == 0
     assert not alive(below), "processes of the server outlived it"
     with socket.socket() as probe:
+        # Connections the test made linger in TIME_WAIT; only a listener blocks this.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", int(uri.rsplit(":", 1)[1])))
