@@ -10,6 +10,7 @@ train`` themselves; an experiment of another tool has none and the curves go wit
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 import tempfile
@@ -31,6 +32,8 @@ from analysis.runs import Experiment
 from analysis.summary import config_value
 from tracking import schema
 from tracking.uris import runs_view_url, ui_base
+
+logger = logging.getLogger("sslstudy")
 
 #: Names the references go by in figures and text.
 RANDOM_INIT = "random init"
@@ -113,7 +116,11 @@ def study_configs(client: MlflowClient, parents: list[Run], out: Path) -> dict[s
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = client.download_artifacts(run.info.run_id, schema.RESOLVED_CONFIG, tmp)
-            except (MlflowException, OSError):
+            except (MlflowException, OSError) as exc:
+                # A study recorded before configs were logged, or whose artifacts are
+                # gone: the report leaves its train command out and says why here.
+                logger.info("no resolved config for study run %s (%s): the report gives "
+                            "no train command for it", run.info.run_id, exc)
                 continue
             config = yaml.safe_load(Path(path).read_text())
         study = run.data.tags.get(schema.TAG_STUDY) or run.info.run_name or run.info.run_id

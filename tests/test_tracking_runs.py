@@ -49,3 +49,16 @@ def test_any_other_dataset_error_propagates(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr(MlflowClient, "log_inputs", broken)
     with pytest.raises(MlflowException, match="server is gone"):
         run.log_dataset("shapes", "0123456789abcdef", {}, {})
+
+
+def test_a_resumed_run_gets_the_params_a_killed_attempt_never_logged(tmp_path: Path) -> None:
+    """A driver killed between creating a trial's run and logging its params leaves a run
+    without them; the resumed trial logs them, and resuming again changes nothing."""
+    killed = _trial(tmp_path)
+    target = TrackingTarget(killed.client.tracking_uri,
+                            killed.client.get_run(killed.run_id).info.experiment_id)
+    params = {"temperature": 0.1, "seed": 0}
+    for _ in range(2):
+        resumed = TrialRun.resume(target, killed.run_id, params)
+        assert resumed.client.get_run(killed.run_id).data.params == {
+            "temperature": "0.1", "seed": "0"}

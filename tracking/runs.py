@@ -79,12 +79,18 @@ class TrialRun:
         return cls(client, run_id)
 
     @classmethod
-    def resume(cls, target: TrackingTarget, run_id: str) -> TrialRun:
+    def resume(cls, target: TrackingTarget, run_id: str, params: Mapping[str, Any]
+               ) -> TrialRun:
         """Continue a retried or resumed trial's run; an earlier attempt may have marked
-        it failed."""
+        it failed, or have been killed between creating the run and logging its params
+        (those missing are logged now)."""
         client = MlflowClient(target.tracking_uri)
         client.update_run(run_id, status="RUNNING")
         client.set_tag(run_id, schema.TAG_STATUS, schema.RUNNING)
+        logged = client.get_run(run_id).data.params
+        missing = [Param(k, str(v)) for k, v in params.items() if k not in logged]
+        for chunk in _chunks(missing, 100):
+            client.log_batch(run_id, params=chunk)
         return cls(client, run_id)
 
     @classmethod

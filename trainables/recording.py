@@ -87,11 +87,32 @@ def create_run(
         settings.tracking,
         name=name,
         tags={**run_tags(settings, dataset, trial_id), **(extra_tags or {})},
-        params={**hyperparameters.as_dict(), schema.PARAM_SEED: settings.loop.seed},
+        params=_params(settings, hyperparameters),
     )
+    _log_dataset(run, dataset)
+    return run
+
+
+def reopen_run(
+    settings: TrialSettings,
+    dataset: ImageDataset,
+    hyperparameters: Hyperparameters,
+    run_id: str,
+) -> TrialRun:
+    """The run an earlier attempt of the trial opened, completed with what that attempt
+    may not have logged before it was killed (params, the dataset input)."""
+    run = TrialRun.resume(settings.tracking, run_id, _params(settings, hyperparameters))
+    _log_dataset(run, dataset)
+    return run
+
+
+def _params(settings: TrialSettings, hyperparameters: Hyperparameters) -> dict[str, Any]:
+    return {**hyperparameters.as_dict(), schema.PARAM_SEED: settings.loop.seed}
+
+
+def _log_dataset(run: TrialRun, dataset: ImageDataset) -> None:
     run.log_dataset(dataset.name, dataset_digest(dataset), {"dataset": dataset.name},
                     dataset_profile(dataset))
-    return run
 
 
 def record_epoch(run: TrialRun, result: EpochResult, dataset: ImageDataset,

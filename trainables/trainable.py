@@ -37,7 +37,13 @@ from trainables.distributed import Collective
 from trainables.hyperparameters import Hyperparameters, resolve_trial
 from trainables.loop import EpochResult
 from trainables.pretrain import pretrain
-from trainables.recording import TrialSettings, create_run, pretrain_recorded, record_epoch
+from trainables.recording import (
+    TrialSettings,
+    create_run,
+    pretrain_recorded,
+    record_epoch,
+    reopen_run,
+)
 
 CHECKPOINT_FILE = "state.pt"
 RUN_ID_KEY = "mlflow_run_id"
@@ -119,7 +125,7 @@ def _open_run(
     else a new one."""
     run_id = run_id or find_trial_run(settings.tracking, trial_id)
     if run_id is not None:
-        run = TrialRun.resume(settings.tracking, run_id)
+        run = reopen_run(settings, dataset, hyperparameters, run_id)
     else:
         run = create_run(settings, dataset, hyperparameters, trial_id,
                          name=f"{settings.method}-{trial_id}", extra_tags=extra_tags)
