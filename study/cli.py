@@ -114,6 +114,15 @@ def _tracking_flags(command: argparse.ArgumentParser, default: str | None) -> No
     )
 
 
+def _study_tracking_flags(command: argparse.ArgumentParser) -> None:
+    """Where a command that runs a config logs: the config's tracking section unless
+    overridden."""
+    _tracking_flags(command, None)
+    command.add_argument("--experiment", metavar="NAME",
+                         help="MLflow experiment (default: tracking.experiment, else the "
+                         "study name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sslstudy", description=DESCRIPTION,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,10 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("config", type=Path, metavar="CONFIG", help=config_help)
     search.add_argument("--num-samples", type=_positive_int, metavar="N",
                         help="trials per method (default: search.num_samples)")
-    _tracking_flags(search, None)
-    search.add_argument("--experiment", metavar="NAME",
-                        help="MLflow experiment (default: tracking.experiment, else the study "
-                        "name)")
+    _study_tracking_flags(search)
     search.add_argument("--storage-path", metavar="DIR",
                         help="directory for Ray results and the Optuna database (default: "
                         "storage_path)")
@@ -159,10 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--epochs", type=_positive_int, metavar="N",
                        help="training budget (default: train.epochs)")
-    _tracking_flags(train, None)
-    train.add_argument("--experiment", metavar="NAME",
-                       help="MLflow experiment (default: tracking.experiment, else the "
-                       "study name)")
+    _study_tracking_flags(train)
 
     confirm = _command(
         commands, "confirm", "re-run a study's best and some random configurations with "
@@ -205,9 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(the default), or a YAML file of values")
     sweep.add_argument("--seeds", type=_positive_int, metavar="S",
                        help="seeds per cell (default 3)")
-    _tracking_flags(sweep, None)
-    sweep.add_argument("--experiment", metavar="NAME",
-                       help="MLflow experiment (default: the study name)")
+    _study_tracking_flags(sweep)
     sweep.add_argument("--storage-path", metavar="DIR",
                        help="directory for the sweep's Ray results")
     sweep.add_argument("--address", metavar="ADDRESS",

@@ -4,6 +4,7 @@ builds them, study configs, and a quiet torch."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import yaml
 
 from trainables.data import DataSpec, ImageDataset, load_dataset, with_validation
 from trainables.hyperparameters import resolve_trial
+from trainables.loop import train
 from trainables.methods import build_method
 from trainables.methods.base import SSLMethod
 
@@ -65,6 +67,26 @@ def tiny_shapes_val(tiny_shapes: ImageDataset) -> ImageDataset:
     """``tiny_shapes`` with a validation part (a fifth of the train split), as a study
     loads it."""
     return with_validation(tiny_shapes, 0.2, seed=0)
+
+
+def train_keeping_checkpoints(
+    method: SSLMethod, dataset: ImageDataset, training, settings
+) -> tuple[dict[int, dict], dict[int, dict]]:
+    """Train ``method``; every epoch's checkpoint as a resumed trial reads it (saved and
+    loaded back), and every epoch's metrics."""
+    saved: dict[int, bytes] = {}
+    results: dict[int, dict] = {}
+
+    def keep(result) -> None:
+        buffer = io.BytesIO()
+        torch.save(result.state(), buffer)
+        saved[result.epoch] = buffer.getvalue()
+        results[result.epoch] = result.metrics
+
+    train(method, dataset, training, settings, keep)
+    states = {epoch: torch.load(io.BytesIO(data), weights_only=True)
+              for epoch, data in saved.items()}
+    return states, results
 
 
 def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",

@@ -5,11 +5,10 @@ need a CUDA device are skipped without one (``make bench-gpu`` runs them)."""
 from __future__ import annotations
 
 import functools
-import io
 
 import pytest
 import torch
-from conftest import make_method
+from conftest import make_method, train_keeping_checkpoints
 
 from trainables import loop
 from trainables.hyperparameters import TrainingHyperparameters
@@ -72,17 +71,9 @@ def test_channels_last_gives_the_same_loss(tiny_shapes) -> None:
 def _resume_is_exact(dataset, settings: LoopSettings) -> dict:
     """Train three epochs, then again from the first epoch's checkpoint; returns that
     checkpoint after asserting that epochs 2 and 3 come out the same."""
-    saved: dict[int, bytes] = {}
-    results: dict[int, dict] = {}
-
-    def keep(result) -> None:
-        buffer = io.BytesIO()
-        torch.save(result.state(), buffer)
-        saved[result.epoch] = buffer.getvalue()
-        results[result.epoch] = result.metrics
-
-    train(make_method("simclr", dataset), dataset, TRAINING, settings, keep)
-    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    states, results = train_keeping_checkpoints(make_method("simclr", dataset), dataset,
+                                                TRAINING, settings)
+    state = states[1]
     resumed: dict[int, dict] = {}
     train(make_method("simclr", dataset), dataset, TRAINING, settings,
           lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)

@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from conftest import make_method
+from conftest import make_method, train_keeping_checkpoints
 
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.loop import LoopSettings, NonFiniteLossError, train
@@ -21,17 +21,9 @@ def _simclr(dataset):
 
 def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes_val) -> None:
     tiny_shapes = tiny_shapes_val
-    saved: dict[int, bytes] = {}
-    results: dict[int, dict] = {}
-
-    def keep(result) -> None:
-        buffer = io.BytesIO()
-        torch.save(result.state(), buffer)
-        saved[result.epoch] = buffer.getvalue()
-        results[result.epoch] = result.metrics
-
-    train(_simclr(tiny_shapes), tiny_shapes, TRAINING, SETTINGS, keep)
-    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    states, results = train_keeping_checkpoints(_simclr(tiny_shapes), tiny_shapes, TRAINING,
+                                                SETTINGS)
+    state = states[1]
     resumed: dict[int, dict] = {}
     fresh = _simclr(tiny_shapes)
     with torch.no_grad():  # a different starting point, overwritten by the checkpoint
