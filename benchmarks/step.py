@@ -10,6 +10,10 @@ and both own their setup (optimiser, data on the device). Same seeds, same arith
 their final losses must agree, which the script checks, so that the ratio compares loop
 overhead and nothing else.
 
+Where a step is short (a small model on a GPU, bound by kernel launches) the timing is
+noisy, so the script also counts the tensor operations each loop dispatches per step (each
+one a kernel launch on a GPU), a figure that does not depend on the machine's load.
+
     python -m benchmarks.step [--device cuda] [--backbone resnet18] [--images 2048]
 """
 
@@ -22,6 +26,7 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.common import alternate, conclude, parser, print_rates, start
 from trainables import loop
@@ -86,6 +91,27 @@ def bare_loop(template: torch.nn.Module, images: torch.Tensor, training, args,
     return run
 
 
+class _OperationCount(TorchDispatchMode):
+    """Counts the tensor operations dispatched while it is active (torch's own dispatch
+    hook: every aten operation passes through it once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations_per_step(run: Callable[[], object], steps: int) -> float:
+    """Tensor operations per training step of one call of ``run`` (setup included, spread
+    over its steps)."""
+    with _OperationCount() as counter:
+        run()
+    return counter.count / steps
+
+
 def platform_loop(template: torch.nn.Module, dataset, training, settings: LoopSettings
                   ) -> Callable[[], float]:
     """A fresh copy of ``template`` trained by the platform's loop per call, evaluation
@@ -144,6 +170,9 @@ def main() -> None:
     same = math.isclose(platform, bare, rel_tol=1e-4 if precision == "fp32" else 1e-2)
     print(f"  last-epoch loss: platform {platform:.6f}, bare {bare:.6f} "
           f"({'the same work' if same else 'DIFFERENT: the contenders do not do the same work'})")
+    platform_ops = operations_per_step(contenders["platform loop"], args.epochs * steps)
+    bare_ops = operations_per_step(contenders["bare PyTorch loop"], args.epochs * steps)
+    print(f"  tensor operations per step: platform {platform_ops:,.1f}, bare {bare_ops:,.1f}")
     conclude("step", rates["platform loop"] / rates["bare PyTorch loop"],
              "platform loop images/s over a bare PyTorch loop (1.00 = no overhead)")
 

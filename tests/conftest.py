@@ -100,9 +100,11 @@ def make_method(name: str, dataset: ImageDataset, backbone: str = "small_cnn",
 #: Every process the test session starts inherits this variable, which is how the suite
 #: finds the ones that outlive it (reparented orphans included).
 SESSION_MARK = "SSLSTUDY_TEST_SESSION"
-#: Helpers of Python's multiprocessing that live exactly as long as the interpreter that
-#: started them (the test process itself): not leaks.
-_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+#: Helpers that live exactly as long as the interpreter that started them (the test process
+#: itself), so not leaks: Python's multiprocessing helpers, and the pool of compile workers
+#: torch.compile starts (seen on a 16-CPU GPU machine; torch shuts it down at exit).
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver",
+                        "torch/_inductor/compile_worker")
 
 
 def _marked_processes(mark: str) -> dict[int, str]:

@@ -11,6 +11,7 @@ import torch
 from conftest import make_method, train_keeping_checkpoints
 
 from trainables import loop
+from trainables.evaluation import linear_probe_accuracy
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.loop import LoopSettings, resolve_channels_last, resolve_precision, train
 
@@ -136,6 +137,21 @@ def test_fp16_on_the_gpu_resumes_exactly(tiny_shapes) -> None:
 def test_the_default_compiler_backend_trains_on_the_gpu(tiny_shapes) -> None:
     metrics = _first_epoch(tiny_shapes, training=TRAINING, device="cuda", compile=True)
     assert torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+@CUDA
+def test_the_linear_probe_gives_the_same_score_from_gpu_features() -> None:
+    """The L-BFGS probe solves on the CPU wherever the features are (see its docstring)."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 4
+    features = torch.randn(4, 32, generator=gen)[labels] + torch.randn(400, 32, generator=gen)
+    args = (features[:300], labels[:300], features[300:], labels[300:], 4)
+    torch.manual_seed(0)
+    on_cpu = linear_probe_accuracy(*args)
+    torch.manual_seed(0)
+    on_gpu = linear_probe_accuracy(*(a.cuda() if isinstance(a, torch.Tensor) else a
+                                     for a in args))
+    assert on_gpu == on_cpu
 
 
 @pytest.mark.parametrize("fraction,packed", [(0.5, 2), (0.25, 4), (1.0, 1)])

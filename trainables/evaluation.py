@@ -83,11 +83,20 @@ def linear_probe_accuracy(
     The problem is convex, so full-batch L-BFGS reaches the optimum in a few hundred
     iterations without a learning rate to tune; the small L2 penalty keeps the solution
     unique when classes are separable.
+
+    The solve runs on the CPU, wherever the features were computed: L-BFGS reads the loss
+    back at every step of its line search, so on a GPU it runs at the pace of host-device
+    round trips, and far slower when packed trials share the GPU by time-slicing. Measured
+    on an H200, the validation and test probes of one trial (512-d ResNet-18 features of
+    7,372 and 8,192 images) took 4.1 s alone and 37 s with four trials on the GPU; on 2
+    CPU threads one such probe takes 1.8 s at most (200 iterations on features that never
+    separate).
     """
-    device = train_features.device
-    x_train, x_test = _standardise(train_features, test_features)
-    y_train = train_labels.to(device)
-    probe = nn.Linear(x_train.shape[1], num_classes).to(device)
+    cpu = torch.device("cpu")
+    x_train, x_test = _standardise(train_features.to(cpu, torch.float32),
+                                   test_features.to(cpu, torch.float32))
+    y_train = train_labels.to(cpu)
+    probe = nn.Linear(x_train.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(
         probe.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
     )
@@ -101,7 +110,7 @@ def linear_probe_accuracy(
     optimizer.step(closure)
     with torch.no_grad():
         predicted = probe(x_test).argmax(dim=1)
-    return float((predicted == test_labels.to(device)).float().mean())
+    return float((predicted == test_labels.to(cpu)).float().mean())
 
 
 def train_classifier(
