@@ -11,6 +11,8 @@ from trainables.augment import (
     AugmentationPolicy,
     apply_jitter,
     augment,
+    color_jitter,
+    random_grayscale,
     random_resized_crop_flip,
     shift_hue,
 )
@@ -97,6 +99,22 @@ def test_jitter_factors_are_per_sample() -> None:
     out = apply_jitter(x, brightness, ones, ones, torch.zeros(2))
     torch.testing.assert_close(out[0], TF.adjust_brightness(x[0], 0.5), atol=1e-5, rtol=0)
     torch.testing.assert_close(out[1], x[1], atol=1e-5, rtol=0)
+
+
+def test_images_not_drawn_for_jitter_or_grayscale_stay_exactly_as_they_were() -> None:
+    """Per-image application is an exact selection: an image not drawn is bit for bit the
+    input, one drawn is visibly changed (jitter) or grey (grayscale)."""
+    x = torch.rand(64, 3, 8, 8, generator=_gen(7))
+    jittered = color_jitter(x, AugmentationPolicy.from_strength(1.0), _gen(8))
+    kept = [torch.equal(jittered[i], x[i]) for i in range(64)]
+    assert 3 <= sum(kept) <= 25  # p = 0.8 of being jittered
+    for i in range(64):
+        assert kept[i] or (jittered[i] - x[i]).abs().max() > 1e-3
+    grey = random_grayscale(x, 0.5, _gen(9))
+    for i in range(64):
+        is_grey = torch.equal(grey[i, 0], grey[i, 1]) and torch.equal(grey[i, 1], grey[i, 2])
+        assert torch.equal(grey[i], x[i]) or is_grey
+    assert 0 < sum(torch.equal(grey[i], x[i]) for i in range(64)) < 64
 
 
 def test_hue_shift_of_zero_or_whole_turns_is_the_identity() -> None:
