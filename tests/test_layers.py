@@ -88,6 +88,10 @@ PROBES = {
     "bare": [],
     "mlflow": ["mlflow.tracking", "pandas", "numpy", "scipy.stats", "matplotlib.pyplot"],
     "torch": ["torch", "torchvision", "numpy"],
+    # The study layer may use everything below it: each of its modules would otherwise
+    # import Ray, Tune, MLflow and Optuna again in its own fork.
+    "study": ["torch", "torchvision", "numpy", "pandas", "ray", "ray.tune", "ray.train",
+              "ray.tune.search.optuna", "mlflow.tracking", "optuna", "yaml", "pydantic"],
 }
 
 
@@ -95,7 +99,9 @@ def _probe_of(module: str) -> str:
     group = layer(module)[1]
     if group in ("analysis", "tracking"):
         return "mlflow"
-    if group in ("trainables-top", "trainables-core", "study"):
+    if group == "study":
+        return "study"
+    if group in ("trainables-top", "trainables-core"):
         return "torch"
     return "bare"
 
