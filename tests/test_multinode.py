@@ -1,8 +1,11 @@
 """A study on a 2-node Ray cluster on this machine, logging to a real MLflow tracking
-server on a loopback port: trials land on both nodes and every run reaches the server."""
+server on a loopback port: trials land on both nodes and every run reaches the server;
+then the server stops as a whole on Ctrl-C."""
 
 from __future__ import annotations
 
+import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,10 +34,20 @@ def two_nodes():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
+    """A real tracking server, stopped at the end as a user stops it (Ctrl-C): it must
+    exit cleanly, leave none of its processes (uvicorn, job runner, huey consumers)
+    behind and free its port."""
     with tracking_server(tmp_path_factory.mktemp("server")) as (uri, process):
         below = descendants(process.pid)
+        assert len(below) >= 2, "mlflow server runs worker processes"
         yield uri
-    assert not alive(below), "the tracking server left processes behind after SIGTERM"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    assert not alive(below), "the tracking server left processes behind after Ctrl-C"
+    with socket.socket() as probe:
+        # Connections the test made linger in TIME_WAIT; only a listener blocks this.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", int(uri.rsplit(":", 1)[1])))
 
 
 def test_trials_land_on_both_nodes_and_log_to_the_server(
