@@ -11,8 +11,9 @@ their final losses must agree, which the script checks, so that the ratio compar
 overhead and nothing else.
 
 Where a step is short (a small model on a GPU, bound by kernel launches) the timing is
-noisy, so the script also counts the tensor operations each loop dispatches per step (each
-one a kernel launch on a GPU), a figure that does not depend on the machine's load.
+noisy, so the script also counts the tensor operations each loop dispatches per step on
+its device (views included), a proxy for the launches that does not depend on the
+machine's load.
 
     python -m benchmarks.step [--device cuda] [--backbone resnet18] [--images 2048]
 """

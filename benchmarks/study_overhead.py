@@ -233,6 +233,8 @@ def one_study(args, watch: Stopwatch, clock: TrialClock) -> float:
     slots = args.concurrent or max(1, int(available_cpus() // args.cpus_per_trial))
     if args.gpus_per_trial:
         slots = min(slots, int(1 // args.gpus_per_trial) if args.gpus_per_trial < 1 else 1)
+    # More slots than trials (8 trials on 16 CPUs): the spare slots never held a trial.
+    slots = min(slots, len(runs))
     in_runs = sum(r["end"] - r["start"] for r in runs)
     ideal = in_runs / slots
     fit_seconds = watch.seconds["Tuner.fit"]

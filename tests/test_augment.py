@@ -124,8 +124,13 @@ def test_hue_shift_of_zero_or_whole_turns_is_the_identity() -> None:
         torch.testing.assert_close(shift_hue(x, torch.full((8,), turns)), x, atol=1e-5, rtol=0)
 
 
-def test_hue_shift_matches_torchvision_per_image() -> None:
+@pytest.mark.parametrize("levels", [None, 4], ids=["continuous", "ties"])
+def test_hue_shift_matches_torchvision_per_image(levels: int | None) -> None:
+    """On continuous colours, and on four levels per channel, where channels tie for the
+    maximum and many pixels are grey (black, white)."""
     x = torch.rand(6, 3, 7, 7, generator=_gen(6))
+    if levels is not None:
+        x = (x * levels).floor().clamp(max=levels - 1) / (levels - 1)
     hue = torch.linspace(-0.5, 0.5, 6)
     expected = torch.stack([TF.adjust_hue(img, float(h)) for img, h in zip(x, hue, strict=True)])
     torch.testing.assert_close(shift_hue(x, hue), expected, atol=2e-5, rtol=0)
