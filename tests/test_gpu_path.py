@@ -140,8 +140,17 @@ def test_the_default_compiler_backend_trains_on_the_gpu(tiny_shapes) -> None:
 
 
 @CUDA
-def test_the_linear_probe_gives_the_same_score_from_gpu_features() -> None:
+def test_the_linear_probe_gives_the_same_score_from_gpu_features(monkeypatch) -> None:
     """The L-BFGS probe solves on the CPU wherever the features are (see its docstring)."""
+    solved_on: list[torch.device] = []
+    lbfgs = torch.optim.LBFGS
+
+    def recording_lbfgs(params, *args, **kwargs):
+        params = list(params)
+        solved_on.append(params[0].device)
+        return lbfgs(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "LBFGS", recording_lbfgs)
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(400) % 4
     features = torch.randn(4, 32, generator=gen)[labels] + torch.randn(400, 32, generator=gen)
@@ -152,6 +161,7 @@ def test_the_linear_probe_gives_the_same_score_from_gpu_features() -> None:
     on_gpu = linear_probe_accuracy(*(a.cuda() if isinstance(a, torch.Tensor) else a
                                      for a in args))
     assert on_gpu == on_cpu
+    assert solved_on == [torch.device("cpu")] * 2
 
 
 @pytest.mark.parametrize("fraction,packed", [(0.5, 2), (0.25, 4), (1.0, 1)])
