@@ -54,14 +54,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # Everything a GPU machine should check, in one go: the CUDA tests (which skip without a
-# GPU elsewhere), the benchmark suite on the GPU, and a tiny study of 8 trials packed four
-# to a GPU through fractional gpus_per_worker.
+# GPU elsewhere), the benchmark suite on the GPU, vs-lightly compiled at batch 1024 (the
+# README's GPU figure), and a tiny study of 8 trials packed four to a GPU through
+# fractional gpus_per_worker.
 bench-gpu: $(BENCH_STAMP)
 	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else \
 		'bench-gpu: torch sees no CUDA device')"
 	nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 	$(BIN)/python -m pytest -rs -q tests/test_gpu_path.py tests/test_shared_resources.py
 	$(BIN)/python -m benchmarks --device cuda
+	$(BIN)/python -m benchmarks.vs_lightly --device cuda --compile --batch 1024
 	rm -rf $(BENCH_OUT)
 	$(BIN)/sslstudy search configs/gpu-fractional.yaml
 

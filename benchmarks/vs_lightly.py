@@ -16,7 +16,7 @@ against which "equal accuracy" is judged.
 Defaults: on CUDA the CIFAR ResNet-18; on the CPU the platform's default ``small_cnn``
 (a ResNet-18 trains at a few images per second on two cores).
 
-    python -m benchmarks.vs_lightly [--device cuda] [--backbone resnet18] [--epochs 5]
+    python -m benchmarks.vs_lightly [--device cuda] [--backbone resnet18] [--epochs 5] [--compile]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def platform_run(dataset: ImageDataset, args, seed: int, device: torch.device,
     settings = LoopSettings(
         epochs=args.epochs, eval_every=args.epochs, device=str(device), seed=seed,
         knn_k=args.knn_k, linear_probe="never", mlp_probe="never", precision=precision,
-        channels_last="auto",
+        channels_last="auto", compile=args.compile,
     )
     results: list = []
     pretrain("simclr", args.backbone, dataset, values, settings, results.append)
@@ -67,6 +67,8 @@ def lightly_run(dataset: ImageDataset, args, seed: int, device: torch.device,
     encoder = build_encoder(args.backbone, dataset.channels, dataset.mean, dataset.std)
     projector = projection_mlp(encoder.feature_dim, 512, 128)
     model = torch.nn.Sequential(encoder, projector).to(device)
+    if args.compile:
+        encoder.compile()  # as the platform's loop does with train.compile
     channels_last = resolve_channels_last("auto", device, precision)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -135,6 +137,9 @@ def main() -> None:
     cli.add_argument("--knn-k", type=int, default=200)
     cli.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                      help="both contenders (auto: bf16 on a CUDA GPU with native bf16)")
+    cli.add_argument("--compile", action="store_true",
+                     help="torch.compile both contenders' encoder (train.compile); the "
+                          "compile time falls in each repeat's first epoch")
     args = cli.parse_args()
     device = start(args, "vs-lightly")
     gpu = device.type == "cuda"
@@ -147,7 +152,8 @@ def main() -> None:
     dataset = load_dataset(DataSpec("shapes", num_train=args.images,
                                     num_test=args.test_images, seed=args.seed))
     print(f"SimCLR, {args.backbone}, {args.images} shapes images x {args.epochs} epochs, "
-          f"batch {args.batch}, {precision}, lightly with {args.workers} DataLoader workers, "
+          f"batch {args.batch}, {precision}{', compiled' if args.compile else ''}, "
+          f"lightly with {args.workers} DataLoader workers, "
           f"{args.repeats} repeats (seeds {args.seed}..{args.seed + args.repeats - 1})")
     runs: dict[str, Callable] = {"platform": platform_run, "lightly": lightly_run}
     rates: dict[str, list[float]] = {name: [] for name in runs}
@@ -155,11 +161,16 @@ def main() -> None:
     for r in range(args.repeats):
         order = list(runs) if r % 2 == 0 else list(runs)[::-1]
         for name in order:
+            if args.compile:
+                # Each contender compiles as its own process would: graphs traced for the
+                # other's input shapes would otherwise turn this one's dynamic (slower).
+                torch._dynamo.reset()
             epoch_rates, acc = runs[name](dataset, args, args.seed + r, device, precision)
             rates[name] += epoch_rates
             accuracy[name].append(acc)
             print(f"  repeat {r + 1} {name:<8}  {statistics.median(epoch_rates):>10,.0f} "
-                  f"images/s   kNN accuracy {acc:.3f}", flush=True)
+                  f"images/s (first epoch {epoch_rates[0]:,.0f})   kNN accuracy {acc:.3f}",
+                  flush=True)
     for name in runs:
         acc = accuracy[name]
         spread = f" +- {statistics.stdev(acc):.3f}" if len(acc) > 1 else ""
