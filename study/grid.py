@@ -18,7 +18,7 @@ from ray import tune
 from study.cluster import trial_resources
 from study.config import StudyConfig
 from study.settings import study_root, trial_settings
-from study.tuner import CloseTrialRuns
+from study.tuner import CloseTrialRuns, failure_config
 from tracking import schema
 from tracking.runs import TrackingTarget, close_orphaned_runs
 from trainables.trainable import DatasetHandle, fixed_trial
@@ -86,11 +86,7 @@ def run_fixed(
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(study_root(config)),
-                failure_config=tune.FailureConfig(
-                    max_failures=config.search.max_failures
-                    if config.resources.workers_per_trial == 1 else 0,
-                    fail_fast=False,
-                ),
+                failure_config=failure_config(config),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[FixedProgress(config.objective, config.train.epochs),
                            CloseTrialRuns(target, config.train.epochs)],

@@ -110,7 +110,6 @@ def trial_settings(
         workers=resources.workers_per_trial,
         cpus_per_worker=resources.cpus_per_worker,
         gpus_per_worker=resources.gpus_per_worker,
-        max_failures=config.search.max_failures,
         seed_policy=config.seed_policy,
         storage_path=str(study_root(config) / method / "train_runs"),
         run_kind=run_kind,

@@ -421,6 +421,16 @@ def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
     )
 
 
+def failure_config(config: StudyConfig) -> tune.FailureConfig:
+    """Tune retries every failed trial, single- or multi-worker, from its last checkpoint,
+    up to ``search.max_failures`` times; a failure never stops the study. For a
+    data-parallel trial the retry covers every process: a Train worker, Train's
+    controller, or the trial process that coordinates them (the new attempt reopens the
+    trial's MLflow run and Train resumes its run, of the same name, from its checkpoint).
+    Train itself does not retry, so one budget counts every failure of a trial."""
+    return tune.FailureConfig(max_failures=config.search.max_failures, fail_fast=False)
+
+
 def _new_tuner(
     config: StudyConfig,
     name: str,
@@ -464,12 +474,7 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(study_root(config)),
-            failure_config=tune.FailureConfig(
-                # Multi-worker trials retry inside Ray Train; Tune retries single ones.
-                max_failures=search.max_failures if config.resources.workers_per_trial == 1
-                else 0,
-                fail_fast=False,
-            ),
+            failure_config=failure_config(config),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[progress, CloseTrialRuns(target, config.train.epochs)],
             verbose=0,

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,6 +143,25 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not left, f"processes started by the tests outlived them: {left}"
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every half second until it holds; fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def trial_process_ids() -> list[int]:
+    """The processes that run Tune trials (a data-parallel trial's coordinator among
+    them; not Ray Train's controller or workers)."""
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
+                             check=True).stdout
+    return [int(line.split()[0]) for line in listing.splitlines()
+            if "ray::ImplicitFunc" in line or "ray::tune_trial" in line]
 
 
 def free_port() -> int:

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import ray
-from conftest import write_study_config
+from conftest import trial_process_ids, wait_for, write_study_config
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
@@ -42,15 +41,6 @@ def _steps(tmp: Path, run_id: str, metric: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 SMALL = {"batch_size": {"choices": [32, 64]}}
 
 
@@ -63,7 +53,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
                "--address", cluster_address, "--max-concurrent", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(
+        wait_for(
             lambda: any(r.data.tags.get("status") == "completed"
                         for r in _children(tmp_path, "resume")),
             240, "a first completed trial",
@@ -113,7 +103,7 @@ def test_a_killed_sweep_resumes_without_duplicate_runs(cluster_address, tmp_path
                "--around", "defaults", "--address", cluster_address, "--max-concurrent", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: any(r.data.tags.get("status") == "completed"
+        wait_for(lambda: any(r.data.tags.get("status") == "completed"
                               for r in _children(tmp_path, "swp")), 240, "a completed run")
     finally:
         driver.send_signal(signal.SIGKILL)
@@ -127,13 +117,6 @@ def test_a_killed_sweep_resumes_without_duplicate_runs(cluster_address, tmp_path
     assert all(r.data.tags["status"] == "completed" for r in runs)
 
 
-def _trial_process_ids() -> list[int]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
-                             check=True).stdout
-    return [int(line.split()[0]) for line in listing.splitlines()
-            if "ray::ImplicitFunc" in line or "ray::tune_trial" in line]
-
-
 def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_path: Path
                                                           ) -> None:
     config = write_study_config(tmp_path, "retry", {"simclr": {"space": SMALL}},
@@ -144,9 +127,9 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 2
+        wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 2
                               for r in _children(tmp_path, "retry")), 240, "two epochs")
-        pids = _trial_process_ids()
+        pids = trial_process_ids()
         assert pids, "no trial process found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

@@ -41,7 +41,6 @@ class TrialSettings:
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    max_failures: int = 0
     #: Where multi-worker trials keep their Ray Train runs (checkpoints).
     storage_path: str = ""
     #: ``shared``: every trial uses ``loop.seed``; ``per_trial``: a seed of its own.

@@ -262,10 +262,12 @@ def _fit_data_parallel(
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=train.RunConfig(
-            # The same name on a resumed trial lets Train continue from its checkpoint.
+            # The same name on a retried or resumed trial lets Train continue from its
+            # checkpoint. Train does not retry: Tune retries the whole trial, this process
+            # included (``study.tuner.failure_config``).
             name=f"{settings.method}-{trial_id}",
             storage_path=settings.storage_path,
-            failure_config=train.FailureConfig(max_failures=settings.max_failures),
+            failure_config=train.FailureConfig(max_failures=0),
             callbacks=[TuneReportCallback()],
         ),
     )
