@@ -164,7 +164,7 @@ def main() -> None:
             if args.compile:
                 # Each contender compiles as its own process would: graphs traced for the
                 # other's input shapes would otherwise turn this one's dynamic (slower).
-                torch._dynamo.reset()
+                torch.compiler.reset()
             epoch_rates, acc = runs[name](dataset, args, args.seed + r, device, precision)
             rates[name] += epoch_rates
             accuracy[name].append(acc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -111,13 +112,45 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
         return
     try:
-        ray.init(address=address or "local", logging_level=logging.WARNING)
+        if address is None:
+            _start_local_ray()
+        else:
+            ray.init(address=address, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise ConfigError(f"--address: cannot connect to Ray at {address} ({exc})") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _start_local_ray() -> None:
+    """Start a Ray of this study's own whose processes know its API server.
+
+    Ray Train's placement-group cleaner (the detached actor that frees a data-parallel
+    trial's CPUs and GPUs when the trial's coordinator dies: a retried or ASHA-stopped
+    trial) looks its cluster up through Ray's state API, and without an address it finds
+    every Ray instance on the host. With two (two studies on one workstation) it fails
+    and the resources are never freed: later data-parallel trials wait for them forever.
+    Naming the dashboard's port and exporting it as ``RAY_API_SERVER_ADDRESS`` while Ray
+    starts gives every Ray process this instance's address; the driver's own environment
+    is restored afterwards."""
+    import ray
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    variable = "RAY_API_SERVER_ADDRESS"
+    before = os.environ.get(variable)
+    os.environ[variable] = f"http://127.0.0.1:{port}"
+    try:
+        ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
+                 logging_level=logging.WARNING)
+    finally:
+        if before is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = before
 
 
 def check_shared_storage(root: Path) -> None:
