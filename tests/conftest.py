@@ -155,13 +155,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def trial_process_ids() -> list[int]:
+def trial_process_ids(ray_starter: int) -> list[int]:
     """The processes that run Tune trials (a data-parallel trial's coordinator among
-    them; not Ray Train's controller or workers)."""
+    them; not Ray Train's controller or workers) of the Ray that process ``ray_starter``
+    started: its raylet and workers are its descendants. Another test worker's Ray on the
+    same machine runs trials of its own, which must not be touched."""
+    ours = descendants(ray_starter)
     listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                              check=True).stdout
-    return [int(line.split()[0]) for line in listing.splitlines()
-            if "ray::ImplicitFunc" in line or "ray::tune_trial" in line]
+    found = []
+    for line in listing.splitlines()[1:]:
+        pid, _, title = line.strip().partition(" ")
+        if int(pid) in ours and ("ray::ImplicitFunc" in title or "ray::tune_trial" in title):
+            found.append(int(pid))
+    return found
 
 
 def free_port() -> int:

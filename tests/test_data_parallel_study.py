@@ -62,7 +62,7 @@ def test_two_workers_run_on_two_cores_and_a_killed_coordinator_is_retried(
                                   stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
         try:
             wait_for(lambda: _train_checkpoints(tmp_path) >= 1, 300, "a Train checkpoint")
-            coordinators = trial_process_ids()
+            coordinators = trial_process_ids(driver.pid)  # the study's own Ray
             assert coordinators, "no trial process found"
             for pid in coordinators:
                 os.kill(pid, signal.SIGKILL)

@@ -129,7 +129,7 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
     try:
         wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 2
                               for r in _children(tmp_path, "retry")), 240, "two epochs")
-        pids = trial_process_ids()
+        pids = trial_process_ids(os.getpid())  # this module's Ray
         assert pids, "no trial process found"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
