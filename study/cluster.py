@@ -127,14 +127,16 @@ def ray_session(address: str | None) -> Iterator[None]:
 def _start_local_ray() -> None:
     """Start a Ray of this study's own whose processes know its API server.
 
-    Ray Train's placement-group cleaner (the detached actor that frees a data-parallel
-    trial's CPUs and GPUs when the trial's coordinator dies: a retried or ASHA-stopped
-    trial) looks its cluster up through Ray's state API, and without an address it finds
-    every Ray instance on the host. With two (two studies on one workstation) it fails
-    and the resources are never freed: later data-parallel trials wait for them forever.
-    Naming the dashboard's port and exporting it as ``RAY_API_SERVER_ADDRESS`` while Ray
-    starts gives every Ray process this instance's address; the driver's own environment
-    is restored afterwards."""
+    Ray Train's placement-group cleaner (the detached actor that frees the CPUs and GPUs
+    of a data-parallel trial's workers when the trial's coordinator dies: a retried or
+    ASHA-stopped trial) looks its cluster up through Ray's state API, and without an
+    address it finds every Ray instance on the host. With two (two studies on one
+    workstation) it fails, and the resources are never freed: later data-parallel trials
+    wait for them forever; or, if the other was started by ``ray start``, it asks that
+    cluster, misses the controller there and frees a live trial's resources. Naming the
+    dashboard's port and exporting it as ``RAY_API_SERVER_ADDRESS`` while Ray starts
+    gives every Ray process this instance's address; the driver's own environment is
+    restored afterwards."""
     import ray
 
     with socket.socket() as probe:
@@ -144,13 +146,21 @@ def _start_local_ray() -> None:
     before = os.environ.get(variable)
     os.environ[variable] = f"http://127.0.0.1:{port}"
     try:
-        ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
-                 logging_level=logging.WARNING)
+        context = ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
+                           logging_level=logging.WARNING)
     finally:
         if before is None:
             del os.environ[variable]
         else:
             os.environ[variable] = before
+    # Ray does not fail when its dashboard cannot start (the port taken meanwhile, a
+    # minimal install); the state API, and with it the cleaner, then have nothing to ask.
+    if (context.dashboard_url or "").endswith(f":{port}"):
+        logger.info("Ray dashboard: http://%s", context.dashboard_url)
+    else:
+        logger.warning("the Ray dashboard did not start on port %d: if a data-parallel "
+                       "trial's coordinator dies while another Ray runs on this machine, "
+                       "its workers' CPUs and GPUs may stay taken", port)
 
 
 def check_shared_storage(root: Path) -> None:

@@ -427,7 +427,8 @@ def failure_config(config: StudyConfig) -> tune.FailureConfig:
     data-parallel trial the retry covers every process: a Train worker, Train's
     controller, or the trial process that coordinates them (the new attempt reopens the
     trial's MLflow run and Train resumes its run, of the same name, from its checkpoint).
-    Train itself does not retry, so one budget counts every failure of a trial."""
+    Train retries none of these itself, so one budget counts every failure of a trial;
+    it only waits out workers that cannot start yet and preempted nodes."""
     return tune.FailureConfig(max_failures=config.search.max_failures, fail_fast=False)
 
 

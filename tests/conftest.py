@@ -145,6 +145,19 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
     assert not left, f"processes started by the tests outlived them: {left}"
 
 
+def child_runs(tmp: Path, experiment: str) -> list:
+    """The trial (child) runs of ``experiment`` in ``tmp/mlflow.db``; none before the
+    experiment exists."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [r for r in client.search_runs([found.experiment_id])
+            if "mlflow.parentRunId" in r.data.tags]
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``predicate`` every half second until it holds; fail naming ``what``."""
     deadline = time.monotonic() + timeout_s

@@ -12,21 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import trial_process_ids, wait_for, write_study_config
+from conftest import child_runs, trial_process_ids, wait_for, write_study_config
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 
 SMALL = {"batch_size": {"choices": [32, 64]}}
-
-
-def _trial_runs(tmp: Path) -> list:
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("ddp")
-    if experiment is None:
-        return []
-    return [r for r in client.search_runs([experiment.experiment_id])
-            if "mlflow.parentRunId" in r.data.tags]
 
 
 def _train_checkpoints(tmp: Path) -> int:
@@ -61,7 +52,9 @@ def test_two_workers_run_on_two_cores_and_a_killed_coordinator_is_retried(
         driver = subprocess.Popen([sys.executable, "-m", "study.cli", "search", str(config)],
                                   stdout=output, stderr=subprocess.STDOUT, cwd=tmp_path)
         try:
-            wait_for(lambda: _train_checkpoints(tmp_path) >= 1, 300, "a Train checkpoint")
+            wait_for(lambda: driver.poll() is not None or _train_checkpoints(tmp_path) >= 1,
+                     300, "a Train checkpoint")
+            assert driver.poll() is None, log.read_text()[-3000:]
             coordinators = trial_process_ids(driver.pid)  # the study's own Ray
             assert coordinators, "no trial process found"
             for pid in coordinators:
@@ -72,7 +65,7 @@ def test_two_workers_run_on_two_cores_and_a_killed_coordinator_is_retried(
                 driver.kill()
                 driver.wait()
     assert "infeasible" not in log.read_text()
-    (run,) = _trial_runs(tmp_path)
+    (run,) = child_runs(tmp_path, "ddp")
     assert run.data.tags["method"] == "moco"
     assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
-from conftest import trial_process_ids, wait_for, write_study_config
+from conftest import child_runs, trial_process_ids, wait_for, write_study_config
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
@@ -25,15 +25,6 @@ def cluster_address():
     ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def _children(tmp: Path, experiment: str) -> list:
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return [r for r in client.search_runs([exp.experiment_id])
-            if "mlflow.parentRunId" in r.data.tags]
 
 
 def _steps(tmp: Path, run_id: str, metric: str) -> list[int]:
@@ -55,22 +46,22 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     try:
         wait_for(
             lambda: any(r.data.tags.get("status") == "completed"
-                        for r in _children(tmp_path, "resume")),
+                        for r in child_runs(tmp_path, "resume")),
             240, "a first completed trial",
         )
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     before = {r.data.tags["trial_id"]: r.data.metrics.get("val_knn_acc")
-              for r in _children(tmp_path, "resume")
+              for r in child_runs(tmp_path, "resume")
               if r.data.tags.get("status") == "completed"}
     assert before
 
     assert main(["search", str(config), "--resume", "--address", cluster_address]) == 0
     # A trial the dead driver started but never saved cannot be resumed; its run, if the
     # kill fell in that window, is closed as orphaned and is not a trial of the study.
-    runs = [r for r in _children(tmp_path, "resume") if r.data.tags["status"] != "orphaned"]
-    assert all(r.info.status != "RUNNING" for r in _children(tmp_path, "resume"))
+    runs = [r for r in child_runs(tmp_path, "resume") if r.data.tags["status"] != "orphaned"]
+    assert all(r.info.status != "RUNNING" for r in child_runs(tmp_path, "resume"))
     trial_ids = [r.data.tags["trial_id"] for r in runs]
     assert len(trial_ids) == len(set(trial_ids)) == 4, "one MLflow run per trial"
     for run in runs:
@@ -104,13 +95,13 @@ def test_a_killed_sweep_resumes_without_duplicate_runs(cluster_address, tmp_path
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(r.data.tags.get("status") == "completed"
-                              for r in _children(tmp_path, "swp")), 240, "a completed run")
+                             for r in child_runs(tmp_path, "swp")), 240, "a completed run")
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     assert main([*command[3:], "--resume"]) == 0
-    runs = [r for r in _children(tmp_path, "swp") if r.data.tags["status"] != "orphaned"]
-    assert all(r.info.status != "RUNNING" for r in _children(tmp_path, "swp"))
+    runs = [r for r in child_runs(tmp_path, "swp") if r.data.tags["status"] != "orphaned"]
+    assert all(r.info.status != "RUNNING" for r in child_runs(tmp_path, "swp"))
     trial_ids = [r.data.tags["trial_id"] for r in runs]
     assert len(trial_ids) == len(set(trial_ids)) == 3, "one MLflow run per cell and seed"
     assert sorted(r.data.params["temperature"] for r in runs) == ["0.1", "0.3", "1.0"]
@@ -128,7 +119,7 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
     )
     try:
         wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 2
-                              for r in _children(tmp_path, "retry")), 240, "two epochs")
+                             for r in child_runs(tmp_path, "retry")), 240, "two epochs")
         pids = trial_process_ids(os.getpid())  # this module's Ray
         assert pids, "no trial process found"
         for pid in pids:
@@ -137,6 +128,6 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
     finally:
         if driver.poll() is None:
             driver.kill()
-    (run,) = _children(tmp_path, "retry")
+    (run,) = child_runs(tmp_path, "retry")
     assert run.data.tags["status"] == "completed"
     assert set(_steps(tmp_path, run.info.run_id, "val_knn_acc")) == {1, 2, 3, 4, 5, 6}

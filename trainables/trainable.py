@@ -263,11 +263,15 @@ def _fit_data_parallel(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=train.RunConfig(
             # The same name on a retried or resumed trial lets Train continue from its
-            # checkpoint. Train does not retry: Tune retries the whole trial, this process
-            # included (``study.tuner.failure_config``).
+            # checkpoint. A failed worker ends this attempt and Tune retries the whole
+            # trial, this process included (``study.tuner.failure_config``). Train keeps
+            # retrying, without limit, only what is not a failure of the trial: a worker
+            # group that cannot start yet (waiting for resources or an autoscaler) and
+            # preempted nodes.
             name=f"{settings.method}-{trial_id}",
             storage_path=settings.storage_path,
-            failure_config=train.FailureConfig(max_failures=0),
+            failure_config=train.FailureConfig(
+                max_failures=0, controller_failure_limit=-1, max_preemption_failures=-1),
             callbacks=[TuneReportCallback()],
         ),
     )
