@@ -158,6 +158,15 @@ def child_runs(tmp: Path, experiment: str) -> list:
             if "mlflow.parentRunId" in r.data.tags]
 
 
+def metric_steps(tmp: Path, run_id: str, metric: str) -> list[int]:
+    """The steps at which ``metric`` was logged to run ``run_id`` in ``tmp/mlflow.db``,
+    repeats included (an epoch trained again after a retry is logged again)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    return [m.step for m in client.get_metric_history(run_id, metric)]
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``predicate`` every half second until it holds; fail naming ``what``."""
     deadline = time.monotonic() + timeout_s

@@ -12,8 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_runs, trial_process_ids, wait_for, write_study_config
-from mlflow.tracking import MlflowClient
+from conftest import (
+    child_runs,
+    metric_steps,
+    trial_process_ids,
+    wait_for,
+    write_study_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +73,7 @@ def test_two_workers_run_on_two_cores_and_a_killed_coordinator_is_retried(
     (run,) = child_runs(tmp_path, "ddp")
     assert run.data.tags["method"] == "moco"
     assert run.data.tags["status"] == "completed", run.data.tags.get("failure_reason")
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_knn_acc")]
+    steps = metric_steps(tmp_path, run.info.run_id, "val_knn_acc")
     # Epochs after the registered checkpoint may be trained (and logged) again, epoch 1
     # not: the retry continued from the checkpoint instead of starting over.
     assert set(steps) == {1, 2, 3, 4} and steps.count(1) == 1, steps

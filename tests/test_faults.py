@@ -12,8 +12,13 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
-from conftest import child_runs, trial_process_ids, wait_for, write_study_config
-from mlflow.tracking import MlflowClient
+from conftest import (
+    child_runs,
+    metric_steps,
+    trial_process_ids,
+    wait_for,
+    write_study_config,
+)
 
 from study.cli import main
 
@@ -25,11 +30,6 @@ def cluster_address():
     ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-def _steps(tmp: Path, run_id: str, metric: str) -> list[int]:
-    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
-    return [m.step for m in client.get_metric_history(run_id, metric)]
 
 
 SMALL = {"batch_size": {"choices": [32, 64]}}
@@ -67,7 +67,7 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     for run in runs:
         assert run.data.tags["status"] in ("completed", "stopped_early")
         # An epoch the dead driver never saw checkpointed is trained, and logged, again.
-        steps = set(_steps(tmp_path, run.info.run_id, "val_knn_acc"))
+        steps = set(metric_steps(tmp_path, run.info.run_id, "val_knn_acc"))
         assert steps == set(range(1, int(run.data.tags["budget"]) + 1))
     for trial_id, value in before.items():
         kept = next(r for r in runs if r.data.tags["trial_id"] == trial_id)
@@ -130,4 +130,4 @@ def test_killed_trial_process_retries_from_its_checkpoint(cluster_address, tmp_p
             driver.kill()
     (run,) = child_runs(tmp_path, "retry")
     assert run.data.tags["status"] == "completed"
-    assert set(_steps(tmp_path, run.info.run_id, "val_knn_acc")) == {1, 2, 3, 4, 5, 6}
+    assert set(metric_steps(tmp_path, run.info.run_id, "val_knn_acc")) == {1, 2, 3, 4, 5, 6}
