@@ -5,10 +5,12 @@ itself (Ray, the study directory, the parent run, the dataset in the object stor
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ from study.cluster import (
 )
 from study.config import ConfigError, StudyConfig, config_as_dict
 from study.settings import STUDY_STATE
-from tracking.runs import TrackingTarget, reopen_study_run
+from tracking.runs import TrackingTarget, end_study_run, reopen_study_run
 from trainables.data import ImageDataset
+
+logger = logging.getLogger("sslstudy")
 
 #: Settings that may change between a study's start and its resumption.
 _RESUMABLE_CHANGES = frozenset({"search.max_concurrent"})
@@ -118,7 +122,17 @@ def launch(
 ) -> Iterator[Launch]:
     """Start (or join) Ray, create the study directory, open the parent run with
     ``start_parent`` (or reopen the resumed one) and put the dataset in the object store
-    once for every trial and worker. Call it after every other check has passed."""
+    once for every trial and worker. Call it after every other check has passed.
+
+    A new study that starts its own Ray opens its parent run while Ray starts. Ray's
+    start takes 6-8 s on a 2-core machine, its processes using about half of the CPUs
+    while the driver waits; opening the parent run is the driver's own CPU work (the
+    MLflow store's first opening runs its schema migrations, and the search scores its
+    untrained encoders there), which Ray's start then hides. Only a local start allows
+    it: nothing after it can fail on the input (its resources are checked before, and
+    one node shares its storage), whereas a cluster joined with ``--address`` is checked
+    first, so that nothing is written if it does not fit. Ray itself starts in the main
+    thread (started from another, the driver could not reach it afterwards)."""
     import ray
 
     from trainables.trainable import DatasetHandle
@@ -126,23 +140,38 @@ def launch(
     starts_local_ray = address is None and not ray.is_initialized()
     if starts_local_ray:
         check_fits(config.resources, local_machine(), fixed=True)
-    with ray_session(address):
-        if not starts_local_ray:
-            # A cluster started by someone else (tests, or --address) may not grow.
-            check_fits(config.resources, cluster_nodes(), fixed=address is None)
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            check_shared_storage(root)
-        except ConfigError:
-            if state is None and not any(root.iterdir()):
-                root.rmdir()
-            raise
-        max_concurrent = config.search.max_concurrent or default_max_concurrent(
-            config.resources, ray.cluster_resources()
-        )
+
+    def open_parent() -> TrackingTarget:
         checks.prepare_sqlite_dir(tracking_uri)
+        return start_parent()
+
+    with ExitStack() as stack:
+        early = None
+        if starts_local_ray and state is None:
+            pool = ThreadPoolExecutor(1, "open-parent-run")
+            early = pool.submit(open_parent)
+            pool.shutdown(wait=False)  # the opening goes on; its result is waited for
+        try:
+            stack.enter_context(ray_session(address))
+            if not starts_local_ray:
+                # A cluster started by someone else (tests, or --address) may not grow.
+                check_fits(config.resources, cluster_nodes(), fixed=address is None)
+            root.mkdir(parents=True, exist_ok=True)
+            try:
+                check_shared_storage(root)
+            except ConfigError:
+                if state is None and not any(root.iterdir()):
+                    root.rmdir()
+                raise
+            max_concurrent = config.search.max_concurrent or default_max_concurrent(
+                config.resources, ray.cluster_resources()
+            )
+        except BaseException as exc:
+            if early is not None:
+                _close_unstarted(early, exc)
+            raise
         if state is None:
-            target = start_parent()
+            target = open_parent() if early is None else early.result()
             state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
                      "experiment_id": target.experiment_id,
                      "parent_run_id": target.parent_run_id}
@@ -152,3 +181,15 @@ def launch(
                                     state["parent_run_id"])
             reopen_study_run(target)
         yield Launch(target, DatasetHandle.put(dataset), max_concurrent)
+
+
+def _close_unstarted(opening: Future, error: BaseException) -> None:
+    """Ray's start (or what follows it) failed while the parent run was opening: once it
+    is open, close it as failed with that error, so that no run stays RUNNING for a study
+    that never ran (and no study state points at it)."""
+    try:
+        target = opening.result()
+    except Exception:
+        logger.exception("opening the parent run failed too, while Ray was starting")
+        return
+    end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)

@@ -59,15 +59,16 @@ def run_search(
     checks.check_image_geometry(spaces, dataset)
 
     def start_parent() -> TrackingTarget:
-        return start_study_run(
+        target = start_study_run(
             tracking_uri, config.experiment, config.name, config_as_dict(config),
             {m: s.to_dict() for m, s in spaces.items()},
             objective=(config.objective, config.search.mode),
         )
+        _log_references(config, spaces, dataset, target)
+        return target
 
     with launch(config, root, state, address, dataset, tracking_uri, start_parent) as run:
         target = run.target
-        _log_references(config, spaces, dataset, target)
         if config.search.cross_method:
             outcomes = run_cross_method(config, spaces, run.data, target, run.max_concurrent,
                                         resume)
@@ -86,7 +87,8 @@ def _log_references(config: StudyConfig, spaces: Mapping[str, Any], dataset: Ima
                     target: TrackingTarget) -> None:
     """What each method's trials must beat, on the parent run: the method's encoder at the
     study's seed, untrained, scored like a trial (its default hyperparameters: only the
-    architecture matters before training), and chance."""
+    architecture matters before training), and chance. Logged when the parent run opens
+    (a resumed study has them), beside Ray's start when the study starts its own."""
     from trainables.hyperparameters import declared_hyperparameters, resolve_trial
     from trainables.pretrain import reference_scores
 

@@ -377,3 +377,25 @@ def test_the_report_shows_the_protocols_in_the_layout_of_table_2(finished_study:
         p.name for p in (out / "plots").iterdir()}
     runs = pd.read_parquet(out / "runs.parquet")
     assert "final_finetune_unfrozen_20_acc" in runs
+
+
+def test_a_study_whose_ray_does_not_start_closes_its_parent_run(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A study that starts its own Ray opens its parent run meanwhile: when Ray then fails
+    to start, that run is closed as failed with Ray's error and no study state is left."""
+    import study.cluster
+
+    def refuse() -> None:
+        raise RuntimeError("no Ray on this machine")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(study.cluster, "_start_local_ray", refuse)
+    with pytest.raises(RuntimeError, match="no Ray on this machine"):
+        main(["search", str(write_study_config(tmp_path, "unstarted", {"simclr": {}}))])
+    client, parents, children = _children(tmp_path, "unstarted")
+    assert len(parents) == 1 and children == []
+    assert parents[0].info.status == "FAILED"
+    summary = json.loads(Path(client.download_artifacts(
+        parents[0].info.run_id, "summary.json", str(tmp_path))).read_text())
+    assert "no Ray on this machine" in summary["error"]
+    assert not list((tmp_path / "ray").rglob("study.json"))
