@@ -166,12 +166,13 @@ def launch(
             max_concurrent = config.search.max_concurrent or default_max_concurrent(
                 config.resources, ray.cluster_resources()
             )
+            opened = early.result() if early is not None else None
         except BaseException as exc:
             if early is not None:
                 _close_unstarted(early, exc)
             raise
         if state is None:
-            target = open_parent() if early is None else early.result()
+            target = opened or open_parent()
             state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
                      "experiment_id": target.experiment_id,
                      "parent_run_id": target.parent_run_id}
@@ -189,7 +190,8 @@ def _close_unstarted(opening: Future, error: BaseException) -> None:
     that never ran (and no study state points at it)."""
     try:
         target = opening.result()
-    except Exception:
-        logger.exception("opening the parent run failed too, while Ray was starting")
+    except Exception as opening_error:
+        if opening_error is not error:  # else it is the error being raised
+            logger.exception("opening the parent run failed too, while Ray was starting")
         return
     end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)
