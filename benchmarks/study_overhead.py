@@ -9,7 +9,10 @@ wall / ideal is the cost of everything around the trials, and of the search's sh
 fewer trials are left than slots (ASHA's last full-budget trial running alone), slots
 stand idle. The same trials back to back (each starting the moment a slot frees, in the
 order Tune started them, nothing around them) keep that shape, so wall time over their
-wall time is what the platform alone adds.
+wall time is what the platform adds around its trials: Ray, the checks, the dataset, the
+parent run and reference scores, trial processes, the gaps between trials. (Its work
+inside a trial's run, the MLflow logging, is in the trials' durations; it is replayed and
+reported apart.)
 
 Where that cost goes is measured from the driver, without touching the product: wrappers
 around ``ray.init``/``ray.shutdown``, ``Tuner.fit``, every ``MlflowClient`` and

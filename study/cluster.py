@@ -111,13 +111,14 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    try:
-        if address is None:
-            _start_local_ray()
-        else:
+    if address is None:
+        _start_local_ray()
+    else:
+        try:
             ray.init(address=address, logging_level=logging.WARNING)
-    except ConnectionError as exc:
-        raise ConfigError(f"--address: cannot connect to Ray at {address} ({exc})") from None
+        except ConnectionError as exc:
+            message = f"--address: cannot connect to Ray at {address} ({exc})"
+            raise ConfigError(message) from None
     try:
         yield
     finally:

@@ -146,7 +146,7 @@ def launch(
         return start_parent()
 
     with ExitStack() as stack:
-        early = None
+        early: Future[TrackingTarget] | None = None
         if starts_local_ray and state is None:
             pool = ThreadPoolExecutor(1, "open-parent-run")
             early = pool.submit(open_parent)
@@ -172,7 +172,7 @@ def launch(
                 _close_unstarted(early, exc)
             raise
         if state is None:
-            target = opened or open_parent()
+            target = opened if opened is not None else open_parent()
             state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
                      "experiment_id": target.experiment_id,
                      "parent_run_id": target.parent_run_id}
@@ -184,14 +184,22 @@ def launch(
         yield Launch(target, DatasetHandle.put(dataset), max_concurrent)
 
 
-def _close_unstarted(opening: Future, error: BaseException) -> None:
-    """Ray's start (or what follows it) failed while the parent run was opening: once it
-    is open, close it as failed with that error, so that no run stays RUNNING for a study
-    that never ran (and no study state points at it)."""
+def close_unstarted(target: TrackingTarget, error: BaseException) -> None:
+    """Close the parent run of a study that never started as failed, with ``error`` in its
+    summary: no run stays RUNNING for a study that never ran (none can be resumed: its
+    state is written only once the parent run is open and Ray runs)."""
+    end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)
+
+
+def _close_unstarted(opening: Future[TrackingTarget], error: BaseException) -> None:
+    """Ray's start (or what follows it) failed while the parent run was opening: close
+    that run once it is open. An opening that failed itself closed its own run."""
+    if not opening.done():
+        logger.info("closing the study's parent run once it has opened")
     try:
         target = opening.result()
     except Exception as opening_error:
         if opening_error is not error:  # else it is the error being raised
             logger.exception("opening the parent run failed too, while Ray was starting")
         return
-    end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)
+    close_unstarted(target, error)

@@ -15,7 +15,13 @@ from typing import Any
 
 from study import checks
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
-from study.launch import analyze_command, check_tracking, launch, resume_state
+from study.launch import (
+    analyze_command,
+    check_tracking,
+    close_unstarted,
+    launch,
+    resume_state,
+)
 from study.settings import loop_settings, study_root
 from tracking import schema
 from tracking.runs import (
@@ -64,7 +70,11 @@ def run_search(
             {m: s.to_dict() for m, s in spaces.items()},
             objective=(config.objective, config.search.mode),
         )
-        _log_references(config, spaces, dataset, target)
+        try:
+            _log_references(config, spaces, dataset, target)
+        except BaseException as exc:
+            close_unstarted(target, exc)
+            raise
         return target
 
     with launch(config, root, state, address, dataset, tracking_uri, start_parent) as run:

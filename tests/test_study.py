@@ -399,3 +399,23 @@ def test_a_study_whose_ray_does_not_start_closes_its_parent_run(tmp_path: Path,
         parents[0].info.run_id, "summary.json", str(tmp_path))).read_text())
     assert "no Ray on this machine" in summary["error"]
     assert not list((tmp_path / "ray").rglob("study.json"))
+
+
+def test_a_study_whose_reference_scoring_fails_closes_its_parent_run(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """The parent run opens before the untrained encoders are scored: when scoring fails,
+    the run is closed as failed rather than left RUNNING with no study to resume."""
+    import study.search
+
+    def fail(*args, **kwargs) -> None:
+        raise MemoryError("scoring the untrained encoder")
+
+    monkeypatch.setattr(study.search, "_log_references", fail)
+    with pytest.raises(MemoryError):
+        main(["search", str(write_study_config(tmp_path, "unscored", {"simclr": {}}))])
+    client, parents, children = _children(tmp_path, "unscored")
+    assert [p.info.status for p in parents] == ["FAILED"] and children == []
+    summary = json.loads(Path(client.download_artifacts(
+        parents[0].info.run_id, "summary.json", str(tmp_path))).read_text())
+    assert "scoring the untrained encoder" in summary["error"]
+    assert not list((tmp_path / "ray").rglob("study.json"))
