@@ -126,7 +126,8 @@ def ray_session(address: str | None) -> Iterator[None]:
 
 
 def _start_local_ray() -> None:
-    """Start a Ray of this study's own whose processes know its API server.
+    """Start a Ray of this study's own whose processes know its API server, without idle
+    workers.
 
     Ray Train's placement-group cleaner (the detached actor that frees the CPUs and GPUs
     of a data-parallel trial's workers when the trial's coordinator dies: a retried or
@@ -136,24 +137,28 @@ def _start_local_ray() -> None:
     wait for them forever; or, if the other was started by ``ray start``, it asks that
     cluster, misses the controller there and frees a live trial's resources. Naming the
     dashboard's port and exporting it as ``RAY_API_SERVER_ADDRESS`` while Ray starts
-    gives every Ray process this instance's address; the driver's own environment is
-    restored afterwards."""
+    gives every Ray process this instance's address.
+
+    When its first driver connects, Ray starts one idle worker process per CPU for tasks
+    and ``ray.init`` waits for them (Ray's ``prestart_worker_first_driver``). A study on
+    its own Ray runs no tasks (the shared-storage probe needs several nodes): its trials
+    are actors, which get processes of their own (measured: none of them took a
+    prestarted worker). Those workers only cost the start (about 1.3 s of a
+    6 s ``ray.init`` on 2 cores, CPU that the parent run's opening uses meanwhile) and
+    their memory, one idle process per CPU for as long as they live.
+
+    Both settings go to Ray through its processes' environment; the driver's own
+    environment is restored afterwards."""
     import ray
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    variable = "RAY_API_SERVER_ADDRESS"
-    before = os.environ.get(variable)
-    os.environ[variable] = f"http://127.0.0.1:{port}"
-    try:
+    settings = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}",
+                "RAY_prestart_worker_first_driver": "0"}
+    with _environment(settings):
         context = ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
                            logging_level=logging.WARNING)
-    finally:
-        if before is None:
-            del os.environ[variable]
-        else:
-            os.environ[variable] = before
     # Ray does not fail when its dashboard cannot start (the port taken meanwhile, a
     # minimal install); the state API, and with it the cleaner, then have nothing to ask.
     if (context.dashboard_url or "").endswith(f":{port}"):
@@ -162,6 +167,22 @@ def _start_local_ray() -> None:
         logger.warning("the Ray dashboard did not start on port %d: if a data-parallel "
                        "trial's coordinator dies while another Ray runs on this machine, "
                        "its workers' CPUs and GPUs may stay taken", port)
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """``variables`` in this process's environment, and so in the processes it starts,
+    until the block ends; then the environment as it was."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def check_shared_storage(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -419,3 +420,28 @@ def test_a_study_whose_reference_scoring_fails_closes_its_parent_run(tmp_path: P
         parents[0].info.run_id, "summary.json", str(tmp_path))).read_text())
     assert "scoring the untrained encoder" in summary["error"]
     assert not list((tmp_path / "ray").rglob("study.json"))
+
+
+def test_a_local_ray_knows_its_api_server_and_starts_no_idle_workers(monkeypatch) -> None:
+    """What a study's own Ray gets through its processes' environment: the address of its
+    API server (for Ray Train's placement-group cleaner) and no prestarted workers (a
+    study runs none of Ray's tasks); the driver's environment is left as it was."""
+    import types
+
+    import study.cluster
+
+    seen: dict[str, str | None] = {}
+
+    def init(**kwargs):
+        seen.update({name: os.environ.get(name) for name in
+                     ("RAY_API_SERVER_ADDRESS", "RAY_prestart_worker_first_driver")})
+        return types.SimpleNamespace(dashboard_url=f"127.0.0.1:{kwargs['dashboard_port']}")
+
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://elsewhere:8265")
+    monkeypatch.delenv("RAY_prestart_worker_first_driver", raising=False)
+    monkeypatch.setattr(ray, "init", init)
+    study.cluster._start_local_ray()
+    assert seen["RAY_API_SERVER_ADDRESS"].startswith("http://127.0.0.1:")
+    assert seen["RAY_prestart_worker_first_driver"] == "0"
+    assert os.environ["RAY_API_SERVER_ADDRESS"] == "http://elsewhere:8265"
+    assert "RAY_prestart_worker_first_driver" not in os.environ
