@@ -169,7 +169,7 @@ def launch(
             opened = early.result() if early is not None else None
         except BaseException as exc:
             if early is not None:
-                _close_unstarted(early, exc)
+                _close_when_opened(early, exc)
             raise
         if state is None:
             target = opened if opened is not None else open_parent()
@@ -191,7 +191,7 @@ def close_unstarted(target: TrackingTarget, error: BaseException) -> None:
     end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)
 
 
-def _close_unstarted(opening: Future[TrackingTarget], error: BaseException) -> None:
+def _close_when_opened(opening: Future[TrackingTarget], error: BaseException) -> None:
     """Ray's start (or what follows it) failed while the parent run was opening: close
     that run once it is open. An opening that failed itself closed its own run."""
     if not opening.done():
