@@ -8,7 +8,9 @@
 - ``checks``: every input check that runs before anything is written or started.
 - ``cluster``: the Ray session, what a trial asks of the cluster, shared storage.
 - ``search``: ``sslstudy search`` (checks, then the study); ``tuner``: Ray Tune,
-  Optuna's TPE and ASHA for one method or across methods.
+  Optuna's TPE and ASHA, every method's search in one Tuner (``per_method``: the
+  searcher and scheduler that keep the methods' searches apart) or one search across
+  methods.
 - ``train``: ``sslstudy train`` (one configuration, no Ray, no Optuna).
 
 May import: every other package of the project (``trainables``, ``tracking``,

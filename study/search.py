@@ -41,7 +41,7 @@ def run_search(
     config_path: Path, overrides: Mapping[str, Any], address: str | None, resume: bool = False
 ) -> int:
     from study.confirm import confirm_in_session
-    from study.tuner import run_cross_method, run_method
+    from study.tuner import legacy_tuners, run_methods
 
     config = load_config(config_path, overrides)
     spaces = config.spaces()
@@ -60,6 +60,14 @@ def run_search(
     tracking_uri = check_tracking(config, address)
     root = study_root(config)
     state = resume_state(config, root, resume)
+    legacy = legacy_tuners(config, spaces) if state is not None else []
+    if legacy:
+        raise ConfigError(
+            f"--resume: {root} holds one Tuner per method ({', '.join(legacy)}), from a "
+            "version that searched the methods one after another; this version runs them "
+            "in one Tuner and cannot continue it: finish it with the version that started "
+            "it, or start the study anew under another name"
+        )
     dataset = checks.load_study_dataset(config)
     checks.check_batch_sizes(spaces, dataset, config.resources.workers_per_trial)
     checks.check_image_geometry(spaces, dataset)
@@ -79,14 +87,7 @@ def run_search(
 
     with launch(config, root, state, address, dataset, tracking_uri, start_parent) as run:
         target = run.target
-        if config.search.cross_method:
-            outcomes = run_cross_method(config, spaces, run.data, target, run.max_concurrent,
-                                        resume)
-        else:
-            outcomes = [
-                run_method(config, method, space, run.data, target, run.max_concurrent, resume)
-                for method, space in spaces.items()
-            ]
+        outcomes = run_methods(config, spaces, run.data, target, run.max_concurrent, resume)
         confirmed = None
         if config.search.confirm is not None and any(o.completed for o in outcomes):
             confirmed = confirm_in_session(config, target, run, config.search.confirm, resume)

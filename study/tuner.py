@@ -1,6 +1,6 @@
-"""The search machinery: for each method (or once across methods), a Ray Tune Tuner
-driven by Optuna's TPE through ``OptunaSearch`` and early-stopped by ASHA, every trial
-recorded in MLflow.
+"""The search machinery: one Ray Tune Tuner running every method's search (or one search
+across methods), driven by Optuna's TPE through ``OptunaSearch`` and early-stopped by
+ASHA, every trial recorded in MLflow.
 
 Optuna pruners do not act through ``OptunaSearch``; early stopping is therefore the
 scheduler's job, and the searcher tells Optuna which trials ASHA stopped (PRUNED, with
@@ -23,13 +23,15 @@ from typing import Any
 import optuna
 from mlflow.exceptions import MlflowException
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
 from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
 from study.config import StudyConfig, config_as_dict
+from study.per_method import PerMethodScheduler, PerMethodSearch
 from study.settings import optuna_storage_url, study_root, trial_settings
 from tracking import schema
 from tracking.runs import (
@@ -39,11 +41,13 @@ from tracking.runs import (
     find_trial_run,
     trial_failure_reason,
 )
-from trainables.trainable import DatasetHandle, cross_method_trial, tune_trial
+from trainables.trainable import DatasetHandle, method_trial
 
 logger = logging.getLogger(__name__)
 #: The Tuner (and Optuna study suffix) of a cross-method search.
 CROSS_METHOD = "cross_method"
+#: The Tuner of every method's own search, side by side.
+METHODS_TUNER = "methods"
 
 
 def _format_value(value: Any) -> str:
@@ -304,32 +308,7 @@ def _orphaned_optuna_trials(config: StudyConfig, study_name: str) -> int:
     return len(orphans)
 
 
-def run_method(
-    config: StudyConfig,
-    method: str,
-    space: SearchSpace,
-    data: DatasetHandle,
-    target: TrackingTarget,
-    max_concurrent: int,
-    resume: bool = False,
-) -> MethodOutcome:
-    """One method's search: a Tuner named after the method, an Optuna study
-    ``<study>-<method>``."""
-    settings = trial_settings(config, method, space, target)
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, settings=settings, data=data),
-        trial_resources(config.resources),
-    )
-    progress = TrialProgress({method: space}, config.objective, config.train.epochs)
-    results = _fit(config, method, trainable, to_optuna(space), progress, target,
-                   max_concurrent, resume, searching=", ".join(space.params))
-    outcome = _summarise(results, method, space.decode, config)
-    _close_orphans(config, method, [method], target)
-    _log_outcome(config, outcome)
-    return outcome
-
-
-def run_cross_method(
+def run_methods(
     config: StudyConfig,
     spaces: Mapping[str, SearchSpace],
     data: DatasetHandle,
@@ -337,21 +316,43 @@ def run_cross_method(
     max_concurrent: int,
     resume: bool = False,
 ) -> list[MethodOutcome]:
-    """One search over every method of the study (``search.cross_method``): the method is
-    a categorical choice with conditional parameters (Optuna's define-by-run space), so
-    TPE spends trials on the methods that score well; ``search.num_samples`` counts the
-    trials of the whole search. Each trial is an ordinary trial of its method (same
-    MLflow run, tags and checkpoints), so the analysis needs no special case."""
+    """The study's search, in one Tuner: every method's own search side by side
+    (``METHODS_TUNER``; each method its Optuna study ``<study>-<method>`` and its ASHA
+    rungs, ``search.num_samples`` trials each), or with ``search.cross_method`` one search
+    over every method (``CROSS_METHOD``, one Optuna study ``<study>-cross_method``): the
+    method is a categorical choice with conditional parameters (Optuna's define-by-run
+    space), so TPE spends trials on the methods that score well, and
+    ``search.num_samples`` counts the trials of the whole search. Either way each trial
+    is an ordinary trial of its method (same MLflow run, tags and checkpoints), so the
+    analysis needs no special case."""
     cross = CrossMethodSpace(spaces)
     settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
     trainable = tune.with_resources(
-        tune.with_parameters(cross_method_trial, settings_by_method=settings, space=cross,
+        tune.with_parameters(method_trial, settings_by_method=settings, space=cross,
                              data=data),
         trial_resources(config.resources),
     )
     progress = TrialProgress(spaces, config.objective, config.train.epochs, cross)
-    searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
-    results = _fit(config, CROSS_METHOD, trainable, DefineByRun(cross), progress, target,
+    if config.search.cross_method:
+        name, orphan_scopes = CROSS_METHOD, {CROSS_METHOD: list(spaces)}
+        trials = config.search.num_samples
+        searching = f"{METHOD_PARAM} ({', '.join(spaces)}) and each method's own parameters"
+
+        def search_parts() -> tuple[Searcher, TrialScheduler]:
+            return _optuna_search(config, CROSS_METHOD, DefineByRun(cross), target), _asha(config)
+    else:
+        name, orphan_scopes = METHODS_TUNER, {m: [m] for m in spaces}
+        trials = config.search.num_samples * len(spaces)
+        searching = "; ".join(f"{m}: {', '.join(s.params)}" for m, s in spaces.items())
+
+        def search_parts() -> tuple[Searcher, TrialScheduler]:
+            searchers = {m: _optuna_search(config, m, to_optuna(space), target)
+                         for m, space in spaces.items()}
+            return (PerMethodSearch(searchers, config.search.num_samples, config.objective,
+                                    config.search.mode),
+                    PerMethodScheduler(lambda: _asha(config), list(spaces)))
+
+    results = _fit(config, name, trainable, search_parts, trials, progress, target,
                    max_concurrent, resume, searching)
     outcomes = []
     for method, space in spaces.items():
@@ -360,22 +361,34 @@ def run_cross_method(
                              config)
         _log_outcome(config, outcome)
         outcomes.append(outcome)
-    _close_orphans(config, CROSS_METHOD, list(spaces), target)
+    for study_name, methods in orphan_scopes.items():
+        _close_orphans(config, study_name, methods, target)
     return outcomes
+
+
+def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> list[str]:
+    """The methods of a study started before every method's search shared one Tuner: it
+    holds one Tuner per method, which a resumed study cannot continue."""
+    root = study_root(config)
+    if config.search.cross_method or tune.Tuner.can_restore(str(root / METHODS_TUNER)):
+        return []
+    return [m for m in spaces if tune.Tuner.can_restore(str(root / m))]
 
 
 def _fit(
     config: StudyConfig,
     name: str,
     trainable: Any,
-    optuna_space: Any,
+    search_parts: Callable[[], tuple[Searcher, TrialScheduler]],
+    trials: int,
     progress: TrialProgress,
     target: TrackingTarget,
     max_concurrent: int,
     resume: bool,
     searching: str,
 ) -> list[tune.Result]:
-    """Run (or resume) the Tuner ``name`` with its Optuna study ``<study>-<name>``."""
+    """Run the Tuner ``name`` with a new searcher and scheduler from ``search_parts``, or
+    resume it with the ones it saved."""
     # Keeping only the last checkpoints forces an experiment snapshot whenever one is
     # deleted; Ray warns about that on every small trial, which is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -390,10 +403,11 @@ def _fit(
             resume_errored=False, restart_errored=False,
         )
     else:
-        tuner = _new_tuner(config, name, optuna_space, trainable, progress, target,
-                           max_concurrent)
-        logger.info("%s: %d trials, at most %d at a time, searching %s", name,
-                    config.search.num_samples, max_concurrent, searching)
+        searcher, scheduler = search_parts()
+        tuner = _new_tuner(config, name, searcher, scheduler, trials, trainable, progress,
+                           target, max_concurrent)
+        logger.info("%s: %d trials, at most %d at a time, searching %s", name, trials,
+                    max_concurrent, searching)
     return list(tuner.fit())
 
 
@@ -432,20 +446,14 @@ def failure_config(config: StudyConfig) -> tune.FailureConfig:
     return tune.FailureConfig(max_failures=config.search.max_failures, fail_fast=False)
 
 
-def _new_tuner(
-    config: StudyConfig,
-    name: str,
-    optuna_space: Any,
-    trainable: Any,
-    progress: TrialProgress,
-    target: TrackingTarget,
-    max_concurrent: int,
-) -> tune.Tuner:
-    search = config.search
-    searcher = LinkedOptunaSearch(
+def _optuna_search(
+    config: StudyConfig, name: str, optuna_space: Any, target: TrackingTarget
+) -> LinkedOptunaSearch:
+    """TPE over ``optuna_space``, in the Optuna study ``<study>-<name>``."""
+    return LinkedOptunaSearch(
         space=optuna_space,
         metric=config.objective,
-        mode=search.mode,
+        mode=config.search.mode,
         sampler=_sampler(config),
         study_name=f"{config.name}-{name}",
         storage=optuna.storages.RDBStorage(optuna_storage_url(config)),
@@ -453,23 +461,40 @@ def _new_tuner(
         max_budget=config.train.epochs,
         study_attrs={"config": config_as_dict(config), "metric": config.objective},
     )
-    scheduler = ASHAScheduler(
+
+
+def _asha(config: StudyConfig) -> ASHAScheduler:
+    return ASHAScheduler(
         time_attr="epoch",
         max_t=config.train.epochs,
-        grace_period=search.grace_period,
-        reduction_factor=search.reduction_factor,
+        grace_period=config.search.grace_period,
+        reduction_factor=config.search.reduction_factor,
     )
+
+
+def _new_tuner(
+    config: StudyConfig,
+    name: str,
+    searcher: Searcher,
+    scheduler: TrialScheduler,
+    trials: int,
+    trainable: Any,
+    progress: TrialProgress,
+    target: TrackingTarget,
+    max_concurrent: int,
+) -> tune.Tuner:
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
             metric=config.objective,
-            mode=search.mode,
-            num_samples=search.num_samples,
+            mode=config.search.mode,
+            num_samples=trials,
             max_concurrent_trials=max_concurrent,
-            # A finished trial's process runs the next trial: no process start, no
-            # re-import of torch per trial (every trial seeds and sets up all it uses).
+            # A finished trial's process runs the next trial, of any method: no process
+            # start, no re-import of torch per trial (every trial seeds and sets up all
+            # it uses).
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(

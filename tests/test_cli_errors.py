@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import yaml
 
 from study.cli import main
+from study.config import config_as_dict, load_config
+from study.settings import STUDY_STATE, study_root
 from trainables.methods import METHODS
 
 BASE: dict[str, Any] = {
@@ -397,4 +400,22 @@ def test_a_deleted_experiment_is_refused_before_anything_runs(workdir: Path, cap
     code, err = _run(["search", str(workdir / "study.yaml")], capsys)
     assert code == 2
     assert "tracking.experiment: 'bad' was deleted in MLflow" in err
+    assert _snapshot(workdir) == before
+
+
+def test_a_study_with_one_tuner_per_method_is_not_resumed(workdir: Path, capsys) -> None:
+    """A study started by the version that searched its methods one after another holds
+    a Tuner per method; this version cannot continue those, and says so before anything
+    starts."""
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    config = load_config(path, {})
+    root = study_root(config)
+    (root / "simclr").mkdir(parents=True)
+    (root / "simclr" / "tuner.pkl").write_bytes(b"")  # what marks a Tuner Ray can restore
+    (root / STUDY_STATE).write_text(json.dumps({"config": config_as_dict(config)}))
+    before = _snapshot(workdir)
+    code, err = _run(["search", str(path), "--resume"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--resume: " in err and "one Tuner per method (simclr)" in err, err
     assert _snapshot(workdir) == before

@@ -78,5 +78,5 @@ def test_two_workers_run_on_two_cores_and_a_killed_coordinator_is_retried(
     # not: the retry continued from the checkpoint instead of starting over.
     assert set(steps) == {1, 2, 3, 4} and steps.count(1) == 1, steps
     # Tune recorded the killed attempt: the trial was retried, not finished before the kill.
-    assert list((tmp_path / "ray" / "ddp" / "moco").glob("tune_trial_*/error.txt"))
+    assert list((tmp_path / "ray" / "ddp" / "methods").glob("method_trial_*/error.txt"))
     assert "linear_acc" in run.data.metrics

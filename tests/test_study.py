@@ -272,7 +272,7 @@ def test_the_registered_best_encoder_gives_the_trial_s_features(finished_study: 
     finally:
         mlflow.set_tracking_uri(None)
     trial_id = best.data.tags["trial_id"]
-    (trial_dir,) = [d for d in (finished_study / "ray" / "tiny" / "simclr").iterdir()
+    (trial_dir,) = [d for d in (finished_study / "ray" / "tiny" / "methods").iterdir()
                     if d.is_dir() and trial_id in d.name]
     checkpoint = sorted(trial_dir.glob("checkpoint_*"))[-1] / "state.pt"
     state = torch.load(checkpoint, weights_only=True)

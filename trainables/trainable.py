@@ -160,17 +160,6 @@ def _checkpointing_report(
     return report
 
 
-def tune_trial(config: dict[str, Any], *, settings: TrialSettings, data: DatasetHandle) -> None:
-    """The Ray Tune function trainable: ``config`` holds the sampler's suggestion."""
-    from ray import tune
-
-    _quiet_ray_train()
-    hyperparameters = resolve_trial(settings.method, settings.space.decode(config))
-    trial_id = tune.get_context().get_trial_id()
-    settings = settings.with_seed(settings.seed_for(trial_id))
-    run_trial(settings, data, hyperparameters)
-
-
 def run_trial(
     settings: TrialSettings,
     data: DatasetHandle,
@@ -205,17 +194,24 @@ def _share_gpu(fraction: float) -> None:
         torch.cuda.set_per_process_memory_fraction(fraction)
 
 
-def cross_method_trial(
+def method_trial(
     config: dict[str, Any],
     *,
     settings_by_method: Mapping[str, TrialSettings],
     space: CrossMethodSpace,
     data: DatasetHandle,
 ) -> None:
-    """The Tune function of a cross-method search: the suggestion names the method; the
-    rest is that method's trial."""
+    """The Ray Tune function trainable of a search: ``config`` holds the sampler's
+    suggestion, which names the method (every method's search runs in one Tuner, or one
+    search chooses the method); the rest is that method's trial."""
+    from ray import tune
+
+    _quiet_ray_train()
     method, own = space.split(config)
-    tune_trial(own, settings=settings_by_method[method], data=data)
+    settings = settings_by_method[method]
+    hyperparameters = resolve_trial(method, settings.space.decode(own))
+    settings = settings.with_seed(settings.seed_for(tune.get_context().get_trial_id()))
+    run_trial(settings, data, hyperparameters)
 
 
 def fixed_trial(
