@@ -27,7 +27,7 @@ STUDY_STATE = "study.json"
 
 
 def study_root(config: StudyConfig) -> Path:
-    """``<storage_path>/<study name>``: Ray results per method and the Optuna database."""
+    """``<storage_path>/<study name>``: the study's Ray results and the Optuna database."""
     return (Path(config.storage_path).expanduser() / config.name).resolve()
 
 

@@ -41,7 +41,7 @@ from tracking.runs import (
     find_trial_run,
     trial_failure_reason,
 )
-from trainables.trainable import DatasetHandle, method_trial
+from trainables.trainable import DatasetHandle, cross_method_trial, method_trial
 
 logger = logging.getLogger(__name__)
 #: The Tuner (and Optuna study suffix) of a cross-method search.
@@ -58,20 +58,13 @@ class TrialProgress(tune.Callback):
     """One log line per reported result: method, trial, budget, key hyperparameters and
     the latest metric, so a user sees a study converge (or not) while it runs."""
 
-    def __init__(
-        self,
-        spaces: Mapping[str, SearchSpace],
-        metric: str,
-        max_epochs: int,
-        cross: CrossMethodSpace | None = None,
-    ) -> None:
-        self.spaces, self.metric, self.max_epochs, self.cross = spaces, metric, max_epochs, cross
+    def __init__(self, cross: CrossMethodSpace, metric: str, max_epochs: int) -> None:
+        # Attribute names as saved in the Tuners of earlier studies, which --resume loads.
+        self.spaces, self.metric, self.max_epochs, self.cross = (
+            cross.spaces, metric, max_epochs, cross)
 
     def _describe(self, config: Mapping[str, Any]) -> tuple[str, SearchSpace, dict[str, Any]]:
-        if self.cross is not None:
-            method, own = self.cross.split(config)
-        else:
-            (method,), own = self.spaces, config
+        method, own = self.cross.split(config)
         space = self.spaces[method]
         return method, space, space.decode(own)
 
@@ -327,12 +320,12 @@ def run_methods(
     analysis needs no special case."""
     cross = CrossMethodSpace(spaces)
     settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
+    function = cross_method_trial if config.search.cross_method else method_trial
     trainable = tune.with_resources(
-        tune.with_parameters(method_trial, settings_by_method=settings, space=cross,
-                             data=data),
+        tune.with_parameters(function, settings_by_method=settings, space=cross, data=data),
         trial_resources(config.resources),
     )
-    progress = TrialProgress(spaces, config.objective, config.train.epochs, cross)
+    progress = TrialProgress(cross, config.objective, config.train.epochs)
     if config.search.cross_method:
         name, orphan_scopes = CROSS_METHOD, {CROSS_METHOD: list(spaces)}
         trials = config.search.num_samples
@@ -368,7 +361,8 @@ def run_methods(
 
 def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> list[str]:
     """The methods of a study started before every method's search shared one Tuner: it
-    holds one Tuner per method, which a resumed study cannot continue."""
+    holds one Tuner per method, which a resumed study cannot continue (a cross-method
+    search always had one Tuner, which resumes)."""
     root = study_root(config)
     if config.search.cross_method or tune.Tuner.can_restore(str(root / METHODS_TUNER)):
         return []

@@ -188,7 +188,7 @@ def trial_process_ids(ray_starter: int) -> list[int]:
     found = []
     for line in listing.splitlines()[1:]:
         pid, _, title = line.strip().partition(" ")
-        if int(pid) in ours and ("ray::ImplicitFunc" in title or "ray::method_trial" in title):
+        if int(pid) in ours and ("ray::ImplicitFunc" in title or "method_trial" in title):
             found.append(int(pid))
     return found
 

@@ -38,8 +38,10 @@ SMALL = {"batch_size": {"choices": [32, 64]}}
 def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
     cluster_address, tmp_path: Path
 ) -> None:
-    config = write_study_config(tmp_path, "resume", {"simclr": {"space": SMALL}},
-                     search={"num_samples": 4}, train={"epochs": 4})
+    # Two methods' searches in one Tuner: the resumed searcher must go on with each.
+    config = write_study_config(tmp_path, "resume",
+                                {"simclr": {"space": SMALL}, "moco": {"space": SMALL}},
+                                search={"num_samples": 2}, train={"epochs": 4})
     command = [sys.executable, "-m", "study.cli", "search", str(config),
                "--address", cluster_address, "--max-concurrent", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,13 +75,17 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
         kept = next(r for r in runs if r.data.tags["trial_id"] == trial_id)
         assert kept.data.metrics["val_knn_acc"] == value, "finished trials are kept as they were"
     storage = f"sqlite:///{tmp_path / 'ray' / 'resume' / 'optuna.db'}"
-    trials = optuna.load_study(study_name="resume-simclr", storage=storage).trials
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
-    # A trial ASHA stopped is PRUNED in Optuna (which of them it stops depends on timing).
-    assert len(complete) == sum(r.data.tags["status"] == "completed" for r in runs)
-    assert len(complete) + len(pruned) == 4
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    complete = []
+    for method in ("simclr", "moco"):
+        trials = optuna.load_study(study_name=f"resume-{method}", storage=storage).trials
+        mine = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+        # A trial ASHA stopped is PRUNED in Optuna (which it stops depends on timing).
+        assert len(mine) == sum(r.data.tags["status"] == "completed"
+                                and r.data.tags["method"] == method for r in runs)
+        assert len(mine) + len(pruned) == 2, method
+        assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        complete += mine
     best_before = max(before.values())
     assert max(t.value for t in complete) >= best_before
 

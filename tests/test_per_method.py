@@ -128,14 +128,3 @@ def test_asha_compares_a_trial_only_with_its_own_method() -> None:
     per_method = _first_rung(PerMethodScheduler(_asha, ["simclr", "moco"]), PLANTED)
     assert per_method == {"s1": TrialScheduler.CONTINUE, "s2": TrialScheduler.STOP,
                           "m1": TrialScheduler.CONTINUE, "m2": TrialScheduler.STOP}
-
-
-def test_the_scheduler_state_survives_a_restore(tmp_path: Path) -> None:
-    scheduler = PerMethodScheduler(_asha, ["simclr", "moco"])
-    _first_rung(scheduler, PLANTED[2:3])
-    scheduler.save(str(tmp_path / "scheduler.pkl"))
-    restored = PerMethodScheduler(_asha, ["simclr", "moco"])
-    restored.restore(str(tmp_path / "scheduler.pkl"))
-    # MoCo's rung remembers m1's 0.3: a worse MoCo trial is stopped, SimCLR's first is not.
-    decisions = _first_rung(restored, [("m2", "moco", 0.2), ("s1", "simclr", 0.1)])
-    assert decisions == {"m2": TrialScheduler.STOP, "s1": TrialScheduler.CONTINUE}

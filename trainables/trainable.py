@@ -214,6 +214,19 @@ def method_trial(
     run_trial(settings, data, hyperparameters)
 
 
+def cross_method_trial(
+    config: dict[str, Any],
+    *,
+    settings_by_method: Mapping[str, TrialSettings],
+    space: CrossMethodSpace,
+    data: DatasetHandle,
+) -> None:
+    """The Tune function of a cross-method search: :func:`method_trial` under the name
+    such searches have had from the start, because Tune resumes a study only with a
+    function of the name it saved."""
+    method_trial(config, settings_by_method=settings_by_method, space=space, data=data)
+
+
 def fixed_trial(
     config: dict[str, Any],
     *,
