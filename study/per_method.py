@@ -96,12 +96,7 @@ class PerMethodSearch(Searcher):
 
 class PerMethodScheduler(FIFOScheduler):
     """One ASHA per method, each seeing only its method's trials; trials start in the
-    order they were suggested (ASHA's own choice of the next trial).
-
-    Like ASHA itself, it is not part of what Tune saves of an experiment: a resumed study
-    starts its rungs anew from the Tuner as built (as a study of one Tuner per method
-    did too).
-    """
+    order they were suggested (ASHA's own choice of the next trial)."""
 
     def __init__(
         self, make_scheduler: Callable[[], AsyncHyperBandScheduler], methods: list[str]

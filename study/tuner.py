@@ -208,6 +208,27 @@ class LinkedOptunaSearch(OptunaSearch):
                 or "the trial's process died; see the Ray logs")
 
 
+class KeepSchedulerState(tune.Callback):
+    """Saves the scheduler's state (ASHA's rungs: which results each milestone recorded)
+    with the experiment, so that a resumed study stops trials against the results its
+    trials had reached before, not against an empty rung.
+
+    Ray saves an experiment's trials, searcher and callbacks, not its scheduler: on
+    ``--resume`` the scheduler comes back as the Tuner was built. It comes back together
+    with this callback, from one pickle of the Tuner, so the two are still one object
+    when Ray hands the callback its saved state.
+    """
+
+    def __init__(self, scheduler: TrialScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.__dict__}  # Ray pickles it at once
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.__dict__.update(state["scheduler"])
+
+
 class CloseTrialRuns(tune.Callback):
     """Give every trial's MLflow run its final status, including trials that ASHA stopped
     (their function never returns) and trials whose worker died."""
@@ -496,7 +517,8 @@ def _new_tuner(
             storage_path=str(study_root(config)),
             failure_config=failure_config(config),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[progress, CloseTrialRuns(target, config.train.epochs)],
+            callbacks=[progress, CloseTrialRuns(target, config.train.epochs),
+                       KeepSchedulerState(scheduler)],
             verbose=0,
         ),
     )

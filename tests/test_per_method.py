@@ -1,6 +1,7 @@
 """Every method's search in one Tuner: the searcher hands trials to the methods in turn
 and routes what comes back to the searcher that suggested the trial; the scheduler keeps
-one set of ASHA rungs per method. Planted trials, no Ray session."""
+one set of ASHA rungs per method, which a restored experiment keeps. Planted trials; one
+small Ray session for the restore."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+import ray
+from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -128,3 +132,44 @@ def test_asha_compares_a_trial_only_with_its_own_method() -> None:
     per_method = _first_rung(PerMethodScheduler(_asha, ["simclr", "moco"]), PLANTED)
     assert per_method == {"s1": TrialScheduler.CONTINUE, "s2": TrialScheduler.STOP,
                           "m1": TrialScheduler.CONTINUE, "m2": TrialScheduler.STOP}
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(address="local", include_dashboard=False, num_cpus=2, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def test_a_resumed_experiment_stops_trials_against_the_rungs_it_had(ray_instance,
+                                                                      tmp_path: Path) -> None:
+    """Ray saves no scheduler: the study's callback carries the rungs across a restore.
+    Trial a0 reaches the first rung with 0.9; a1 fails before reporting, and is run again
+    after the experiment is restored, reaching the rung with 0.1: against a0's 0.9 it is
+    stopped there; with an empty rung it would have trained to the full budget."""
+    from study.tuner import KeepSchedulerState
+
+    marker = tmp_path / "a1-failed-once"
+
+    def trainable(config: dict) -> None:
+        if config["a.x"] < 0.5 and not marker.exists():
+            marker.touch()
+            raise RuntimeError("planted failure before the first report")
+        for epoch in range(1, 5):
+            tune.report({"epoch": epoch, "acc": config["a.x"]})
+
+    scheduler = PerMethodScheduler(_asha, ["a"])
+    tuner = tune.Tuner(
+        trainable,
+        param_space={METHOD_PARAM: "a", "a.x": tune.grid_search([0.9, 0.1])},
+        tune_config=tune.TuneConfig(scheduler=scheduler, metric="acc", mode="max",
+                                    max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="rungs", storage_path=str(tmp_path / "ray"),
+                                  callbacks=[KeepSchedulerState(scheduler)], verbose=0),
+    )
+    first = tuner.fit()
+    assert sorted(r.error is not None for r in first) == [False, True]
+    restored = tune.Tuner.restore(str(tmp_path / "ray" / "rungs"), trainable=trainable,
+                                  restart_errored=True)
+    epochs = {r.config["a.x"]: r.metrics["epoch"] for r in restored.fit()}
+    assert epochs == {0.9: 4, 0.1: 1}
