@@ -53,19 +53,26 @@ class PerMethodSearch(Searcher):
         #: Tune trial id -> the method whose searcher suggested it.
         self._method_of_trial: dict[str, str] = {}
         self._suggested: Counter[str] = Counter()
+        #: Methods whose searcher said it has nothing more to suggest.
+        self._exhausted: set[str] = set()
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        open_methods = [m for m in self._searchers
-                        if self._suggested[m] < self._trials_per_method]
-        if not open_methods:
-            return Searcher.FINISHED
-        method = min(open_methods, key=lambda m: self._suggested[m])  # the first on ties
-        suggestion = self._searchers[method].suggest(trial_id)
-        if not isinstance(suggestion, dict):  # not ready (None); Tune asks again later
-            return None
-        self._method_of_trial[trial_id] = method
-        self._suggested[method] += 1
-        return {METHOD_PARAM: method, **{f"{method}.{k}": v for k, v in suggestion.items()}}
+        while True:
+            open_methods = [m for m in self._searchers if m not in self._exhausted
+                            and self._suggested[m] < self._trials_per_method]
+            if not open_methods:
+                return Searcher.FINISHED
+            method = min(open_methods, key=lambda m: self._suggested[m])  # first on ties
+            suggestion = self._searchers[method].suggest(trial_id)
+            if suggestion == Searcher.FINISHED:
+                self._exhausted.add(method)
+                continue
+            if suggestion is None:  # not ready; Tune asks again later
+                return None
+            self._method_of_trial[trial_id] = method
+            self._suggested[method] += 1
+            return {METHOD_PARAM: method,
+                    **{f"{method}.{k}": v for k, v in suggestion.items()}}
 
     def _searcher_of(self, trial_id: str) -> Searcher | None:
         method = self._method_of_trial.get(trial_id)

@@ -83,6 +83,20 @@ def test_a_method_that_runs_faster_does_not_take_the_others_trials() -> None:
     assert search.suggest("x") == Searcher.FINISHED
 
 
+class ExhaustedSearcher(CountingSearcher):
+    """A searcher with nothing left to suggest (a finite space, say)."""
+
+    def suggest(self, trial_id: str) -> str:
+        return Searcher.FINISHED
+
+
+def test_a_method_whose_searcher_is_done_leaves_the_trials_to_the_others() -> None:
+    search = PerMethodSearch({"simclr": ExhaustedSearcher(), "moco": CountingSearcher()},
+                             2, "acc", "max")
+    assert [search.suggest(t)[METHOD_PARAM] for t in ("a", "b")] == ["moco", "moco"]
+    assert search.suggest("c") == Searcher.FINISHED
+
+
 def test_a_restored_search_goes_on_where_it_was(tmp_path: Path) -> None:
     search, _ = _search(trials_per_method=2)
     for trial_id in ("s0", "m0", "s1"):
