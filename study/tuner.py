@@ -366,8 +366,15 @@ def run_methods(
                                     config.search.mode),
                     PerMethodScheduler(lambda: _asha(config), list(spaces)))
 
-    results = _fit(config, name, trainable, search_parts, trials, progress, target,
-                   max_concurrent, resume, searching)
+    def new_tuner() -> tune.Tuner:
+        searcher, scheduler = search_parts()
+        tuner = _new_tuner(config, name, searcher, scheduler, trials, trainable, progress,
+                           target, max_concurrent)
+        logger.info("%s: %d trials, at most %d at a time, searching %s", name, trials,
+                    max_concurrent, searching)
+        return tuner
+
+    results = _fit(config, name, trainable, new_tuner, resume)
     outcomes = []
     for method, space in spaces.items():
         mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
@@ -394,16 +401,10 @@ def _fit(
     config: StudyConfig,
     name: str,
     trainable: Any,
-    search_parts: Callable[[], tuple[Searcher, TrialScheduler]],
-    trials: int,
-    progress: TrialProgress,
-    target: TrackingTarget,
-    max_concurrent: int,
+    new_tuner: Callable[[], tune.Tuner],
     resume: bool,
-    searching: str,
 ) -> list[tune.Result]:
-    """Run the Tuner ``name`` with a new searcher and scheduler from ``search_parts``, or
-    resume it with the ones it saved."""
+    """Run the Tuner ``name`` from ``new_tuner``, or resume it from what it saved."""
     # Keeping only the last checkpoints forces an experiment snapshot whenever one is
     # deleted; Ray warns about that on every small trial, which is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -418,11 +419,7 @@ def _fit(
             resume_errored=False, restart_errored=False,
         )
     else:
-        searcher, scheduler = search_parts()
-        tuner = _new_tuner(config, name, searcher, scheduler, trials, trainable, progress,
-                           target, max_concurrent)
-        logger.info("%s: %d trials, at most %d at a time, searching %s", name, trials,
-                    max_concurrent, searching)
+        tuner = new_tuner()
     return list(tuner.fit())
 
 
