@@ -222,6 +222,12 @@ def test_patch_triplet_transfer_protocol_and_filter_image(tiny_shapes) -> None:
     torch.testing.assert_close(method.encoder.stages[0][0].weight, learned)
     image = method.artifacts()["filters/layer1.png"]
     assert image.startswith(b"\x89PNG")
+    # Trained on an accelerator, the classifier is built there (the meta device stands in
+    # for one): its random layers and its size probe must not stay on the CPU.
+    method.to("meta")
+    for pretrained in (False, True):
+        built = method.transfer_classifier((3, 32, 32), 8, pretrained=pretrained)
+        assert {p.device.type for p in built.parameters()} == {"meta"}
 
 
 def test_dim_refuses_impossible_configurations(tiny_shapes) -> None:

@@ -159,11 +159,15 @@ class PatchTriplet(SSLMethod):
             learned = pretrained and index < len(self.encoder.stages)
             convs.append(copy.deepcopy(self.encoder.stages[index]) if learned
                          else conv_pool_layer(c_in, c_out, kernel))
-        body = nn.Sequential(copy.deepcopy(self.encoder.normalize), *convs, nn.Flatten())
+        # On the training device, where the learned copies already are.
+        device = next(self.encoder.parameters()).device
+        body = nn.Sequential(copy.deepcopy(self.encoder.normalize), *convs,
+                             nn.Flatten()).to(device)
         with torch.no_grad():
-            flat = body(torch.zeros(1, *image_shape)).shape[1]
+            flat = body(torch.zeros(1, *image_shape, device=device)).shape[1]
         classifier = nn.Sequential(*body, nn.Linear(flat, TRANSFER_HIDDEN),
                                    nn.ReLU(inplace=True), nn.Linear(TRANSFER_HIDDEN, num_classes))
+        classifier.to(device)
         # The copies may carry the pretraining's freezing; the caller decides what trains.
         return classifier.requires_grad_(True)
 
