@@ -177,6 +177,9 @@ CONFIG_CASES = [
     (_with("methods", {"cpc": {"space": {"patch_size": {"choices": [12, 16]}}}}),
      "methods.cpc.space: pred_steps and patch_size: predicting 2 row(s) with 16-pixel "
      "patches needs a grid of at least 4 rows"),
+    (_with("methods", {"jigsaw": {"space": {
+        "batch_size": 32, "tile_size": {"type": "int", "low": 6, "high": 10}}}}),
+     "methods.jigsaw.space: tile_size and tile_slack: the 3x3 grid of 11-pixel cells"),
     # The evaluation protocols.
     (_with("evaluation.finetune", {"fractions": [0.1, 1.5]}),
      "evaluation.finetune.fractions: got 1.5, allowed: label fractions in (0, 1]"),

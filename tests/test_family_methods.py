@@ -111,6 +111,30 @@ def test_cpc_refuses_more_prediction_steps_than_its_grid_allows(tiny_shapes) -> 
         make_method("cpc", tiny_shapes, patch_size=12, pred_steps=3)
 
 
+@pytest.mark.parametrize(("name", "fits", "too_large", "named"), [
+    ("relative_patch", {"patch_size": 10, "gap": 1, "jitter": 0},
+     {"patch_size": 11, "gap": 0, "jitter": 0}, "patch_size, gap and jitter"),
+    ("jigsaw", {"tile_size": 8, "tile_slack": 2}, {"tile_size": 9, "tile_slack": 2},
+     "tile_size and tile_slack"),
+    ("spatial_contrasting", {"patch_size": 32}, {"patch_size": 33}, "patch_size"),
+    ("patch_triplet", {"layers": 2, "patch_margin": 17, "max_shift": 2},
+     {"layers": 2, "patch_margin": 18, "max_shift": 2}, "layers, patch_margin and max_shift"),
+])
+def test_patch_methods_refuse_patches_larger_than_the_image(
+    tiny_shapes, name: str, fits: dict, too_large: dict, named: str
+) -> None:
+    """The declared check and the views agree at the edge: what fits the 32-pixel images
+    exactly makes views (at the last layer for a layer-wise method), one pixel more is
+    refused before training, naming the hyperparameters."""
+    method = make_method(name, tiny_shapes, **fits)
+    method.begin_epoch(2, 2)
+    policy = AugmentationPolicy.from_strength(0.5)
+    method.make_views(tiny_shapes.train_images[:8], policy, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=f"^{named}: .*more than the 32-pixel|^{named}: .*"
+                                         "do not fit the 32-pixel"):
+        make_method(name, tiny_shapes, **too_large)
+
+
 def test_spatial_contrasting_views_are_two_patches(tiny_shapes) -> None:
     sc = make_method("spatial_contrasting", tiny_shapes, patch_size=12)
     views = sc.make_views(_uint8_batch(), AugmentationPolicy.from_strength(0.5),

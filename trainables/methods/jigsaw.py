@@ -14,8 +14,9 @@ a study uses the same puzzles; its size ``num_permutations`` is the task's diffi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,17 @@ class Jigsaw(SSLMethod):
         "head_hidden_dim": Hyperparameter("int", 512, "hidden width of the permutation classifier",
                                           low=1),
     })
+    image_parameters = ("tile_size", "tile_slack")
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        tile, slack = values["tile_size"], values["tile_slack"]
+        if 3 * (tile + slack) > image_size:
+            raise ValueError(
+                f"tile_size and tile_slack: the 3x3 grid of {tile + slack}-pixel cells "
+                f"({tile}-pixel tiles with {slack} pixels of play) spans "
+                f"{3 * (tile + slack)} pixels, more than the {image_size}-pixel images"
+            )
 
     def build(self) -> None:
         permutations = maximal_hamming_permutations(self.values["num_permutations"])

@@ -86,6 +86,21 @@ class PatchTriplet(SSLMethod):
         ),
     })
 
+    image_parameters = ("layers", "patch_margin", "max_shift")
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        layers, margin, shift = (values[k] for k in ("layers", "patch_margin", "max_shift"))
+        # The last layer trains on the largest patches.
+        region = minimal_patch(KERNELS[:layers]) + margin + shift
+        if region > image_size:
+            raise ValueError(
+                f"layers, patch_margin and max_shift: layer {layers}'s patches and their "
+                f"shift need {region} pixels (minimal patch {minimal_patch(KERNELS[:layers])}"
+                f" + patch_margin {margin} + max_shift {shift}), more than the "
+                f"{image_size}-pixel images"
+            )
+
     @classmethod
     def encoder_options(cls, values: Mapping[str, Any]) -> dict[str, Any]:
         layers = values["layers"]

@@ -14,8 +14,9 @@ shortcut gap and jitter exist to prevent: ``gap >= 2 * jitter`` is a declared co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,6 +31,11 @@ from trainables.methods.base import SSLMethod
 NEIGHBOURS = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2))
 
 
+def grid_span(size: int, gap: int, jitter: int) -> int:
+    """Side of the region the 3x3 grid of patches may cover, its jitter included."""
+    return 3 * size + 2 * gap + 2 * jitter
+
+
 class RelativePatchLocation(SSLMethod):
     name = "relative_patch"
     source = "001_a60f3e13f8331ac6.txt (Predicting Image Patch Locations)"
@@ -41,6 +47,19 @@ class RelativePatchLocation(SSLMethod):
                                           low=1),
     })
     constraints = (AtLeast("gap", 2, "jitter", "neighbouring patches must not overlap"),)
+    image_parameters = ("patch_size", "gap", "jitter")
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        size, gap, jitter = (values[k] for k in ("patch_size", "gap", "jitter"))
+        span = grid_span(size, gap, jitter)
+        if span > image_size:
+            raise ValueError(
+                f"patch_size, gap and jitter: the 3x3 grid of {size}-pixel patches with "
+                f"{gap}-pixel gaps and {jitter}-pixel jitter spans {span} pixels "
+                f"(3 * patch_size + 2 * gap + 2 * jitter), more than the "
+                f"{image_size}-pixel images"
+            )
 
     def build(self) -> None:
         self.classifier = classifier_mlp(
@@ -53,8 +72,8 @@ class RelativePatchLocation(SSLMethod):
         x = augment(batch, policy, generator)
         size, gap, jitter = (self.values[k] for k in ("patch_size", "gap", "jitter"))
         n, device = x.shape[0], x.device
-        span = 3 * size + 2 * gap + 2 * jitter
-        top, left = random_offsets(n, x.shape[2] - span, generator, device)
+        top, left = random_offsets(n, x.shape[2] - grid_span(size, gap, jitter), generator,
+                                   device)
         labels = torch.randint(0, len(NEIGHBOURS), (n,), generator=generator, device=device)
         cells = torch.tensor(NEIGHBOURS, device=device)[labels]
 

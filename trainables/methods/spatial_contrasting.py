@@ -16,8 +16,9 @@ patches may differ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,6 +49,13 @@ class SpatialContrasting(SSLMethod):
             choices=tuple(LAYER_CHOICES),
         ),
     })
+    image_parameters = ("patch_size",)
+
+    @classmethod
+    def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
+        if values["patch_size"] > image_size:
+            raise ValueError(f"patch_size: {values['patch_size']}-pixel patches do not fit "
+                             f"the {image_size}-pixel images")
 
     def make_views(
         self, batch: Tensor, policy: AugmentationPolicy, generator: torch.Generator
