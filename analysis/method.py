@@ -180,7 +180,7 @@ def analyse_method(
             "configurations): configurations judged at the lower budget may not be the "
             "best at the largest"
         )
-    _plots(analysis, marginals, metric, plots_dir)
+    _plots(analysis, marginals, metric, mode, plots_dir)
     return analysis
 
 
@@ -272,7 +272,8 @@ def _heatmap_pairs(analysis: MethodAnalysis, frame: pd.DataFrame) -> list[tuple[
 
 
 def _plots(
-    analysis: MethodAnalysis, marginals: Marginals | None, metric: str, plots_dir: Path
+    analysis: MethodAnalysis, marginals: Marginals | None, metric: str, mode: str,
+    plots_dir: Path,
 ) -> None:
     budget, scored = analysis.budget, analysis.scored
     assert budget is not None and scored is not None
@@ -299,7 +300,7 @@ def _plots(
         failures = rates[rates["param"] == param] if not rates.empty else None
         analysis.plots.append(plots.response_plot(
             plots_dir / f"{stem}_{_slug(param)}.png", method, param, analysis.scales[param],
-            points, curve, failed_x, failures, analysis.noise, metric, budget.budget,
+            points, curve, failed_x, failures, analysis.noise, metric, mode, budget.budget,
             EVALUATOR))
     frame = scored.frame
     for pair in _heatmap_pairs(analysis, frame):
@@ -308,7 +309,7 @@ def _plots(
         grid, counts = heatmap_grid(frame, scored.scores, rows, columns)
         analysis.plots.append(plots.heatmap(
             plots_dir / f"{stem}_heatmap_{_slug(pair[0])}_{_slug(pair[1])}.png", method,
-            grid, counts, rows, columns, metric, budget.budget, analysis.noise))
+            grid, counts, rows, columns, metric, mode, budget.budget, analysis.noise))
 
 
 def scales_table(analysis: MethodAnalysis) -> pd.DataFrame:

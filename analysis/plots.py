@@ -78,9 +78,11 @@ class _Axis:
 def response_plot(
     path: Path, method: str, param: str, scale: Scale, points: pd.DataFrame,
     curve: pd.DataFrame | None, failed_x: pd.Series, failures: pd.DataFrame | None,
-    noise: NoiseFloor, metric: str, budget: float, evaluator: str,
+    noise: NoiseFloor, metric: str, mode: str, budget: float, evaluator: str,
 ) -> Path:
-    """The marginal response of ``metric`` to ``param`` at ``budget``.
+    """The marginal response of ``metric`` to ``param`` at ``budget``; the seed-noise band
+    hangs from the response's best point (its highest with ``mode`` max, lowest with min)
+    towards worse.
 
     ``points``: every run scored at the budget (columns ``x``, ``y``, ``reached``: the
     budget the run reached, which colours it). ``curve``: the surrogate's partial
@@ -117,8 +119,8 @@ def response_plot(
                         xytext=(0, -8), textcoords="offset points", ha="center",
                         fontsize=6, color="#555555")
         if noise.known:
-            top = float(curve["mean"].max())
-            ax.axhspan(top - noise.std, top, color=_NOISE_COLOUR, alpha=0.2,
+            ax.axhspan(*noise_band(curve["mean"].to_numpy(), noise.std, mode),
+                       color=_NOISE_COLOUR, alpha=0.2,
                        label=f"seed noise, 1 std ({noise.std:.2g})")
     failed_pos = axis(failed_x.dropna())
     if len(failed_pos):
@@ -207,13 +209,33 @@ def _text_colour(background: tuple[float, ...]) -> str:
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
 
 
+def noise_band(means: np.ndarray, std: float, mode: str) -> tuple[float, float]:
+    """(bottom, top) of one seed-noise standard deviation from the best of ``means``
+    towards worse: below the highest when higher is better, above the lowest otherwise."""
+    if mode == "max":
+        best = float(np.nanmax(means))
+        return best - std, best
+    best = float(np.nanmin(means))
+    return best, best + std
+
+
+def within_noise_of_best(values: np.ndarray, std: float, mode: str) -> np.ndarray:
+    """Which of ``values`` (NaN: no data) lie within ``std`` of the best of them."""
+    if not np.isfinite(values).any():
+        return np.zeros(values.shape, dtype=bool)
+    best = np.nanmax(values) if mode == "max" else np.nanmin(values)
+    with np.errstate(invalid="ignore"):
+        return np.abs(best - values) <= std
+
+
 def heatmap(
     path: Path, method: str, grid: pd.DataFrame, counts: pd.DataFrame, rows: tuple[str, Scale],
-    columns: tuple[str, Scale], metric: str, budget: float, noise: NoiseFloor,
+    columns: tuple[str, Scale], metric: str, mode: str, budget: float, noise: NoiseFloor,
 ) -> Path:
     """Mean score per cell of two parameters' bins on their search scales; each cell is
     annotated with its mean and the number of configurations behind it, empty cells stay
-    blank, and cells within one seed-noise standard deviation of the best are outlined."""
+    blank, and cells within one seed-noise standard deviation of the best (the highest
+    mean with ``mode`` max, the lowest with min) are outlined."""
     fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.8, 0.55 * grid.shape[0] + 1.9))
     values = grid.to_numpy(dtype=float)
     image = ax.imshow(values, aspect="auto", cmap="viridis", origin="lower")
@@ -221,7 +243,7 @@ def heatmap(
     ax.set_yticks(range(grid.shape[0]), list(grid.index))
     ax.set_xlabel(f"{columns[0]} ({describe(columns[1])})")
     ax.set_ylabel(f"{rows[0]} ({describe(rows[1])})")
-    best = np.nanmax(values) if np.isfinite(values).any() else np.nan
+    near_best = within_noise_of_best(values, noise.std, mode) if noise.known else None
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             value = values[i, j]
@@ -229,7 +251,7 @@ def heatmap(
                 continue
             ax.text(j, i, f"{value:.3f}\nn={int(counts.iat[i, j])}", ha="center",
                     va="center", fontsize=7, color=_text_colour(image.cmap(image.norm(value))))
-            if noise.known and best - value <= noise.std:
+            if near_best is not None and near_best[i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
                                            edgecolor=_FAILED_COLOUR, lw=2, ls="--"))
     fig.colorbar(image, ax=ax, label=f"{metric} at {budget:g} epochs")

@@ -12,6 +12,7 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from analysis import plots
 from analysis.budgets import choose_budget, values_at_budget
 from analysis.scales import make_binning, param_scale
 from study.cli import main
@@ -148,3 +149,17 @@ def test_param_scale_inference() -> None:
     # Two decades, but spread evenly on a linear axis: a uniform search that came near 0.
     assert param_scale(pd.Series([0.004, 0.2, 0.4, 0.5, 0.7, 0.9]), None) == "linear"
     assert param_scale(pd.Series([0.9, 0.99]), {"type": "float", "scale": "log1m"}) == "log1m"
+
+
+def test_noise_marks_hang_from_the_best_whichever_way_the_metric_goes() -> None:
+    """The seed-noise band of a response plot and the outlined cells of a heat map start at
+    the best value: the highest for an accuracy, the lowest for a loss."""
+    means = np.array([0.50, 0.80, 0.62])
+    assert plots.noise_band(means, 0.05, "max") == pytest.approx((0.75, 0.80))
+    assert plots.noise_band(means, 0.05, "min") == pytest.approx((0.50, 0.55))
+    grid = np.array([[0.50, np.nan], [0.53, 0.80]])
+    np.testing.assert_array_equal(plots.within_noise_of_best(grid, 0.05, "max"),
+                                  [[False, False], [False, True]])
+    np.testing.assert_array_equal(plots.within_noise_of_best(grid, 0.05, "min"),
+                                  [[True, False], [True, False]])
+    assert not plots.within_noise_of_best(np.full((2, 2), np.nan), 0.05, "max").any()
