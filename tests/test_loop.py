@@ -19,16 +19,22 @@ def _simclr(dataset):
     return make_method("simclr", dataset)
 
 
-def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tiny_shapes_val) -> None:
+@pytest.mark.parametrize("name", ["simclr", "moco"])
+def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(
+    tiny_shapes_val, name: str
+) -> None:
+    """MoCo also draws from torch's global random state in its step (the key shuffle):
+    the checkpoint carries that state too."""
     tiny_shapes = tiny_shapes_val
-    states, results = train_keeping_checkpoints(_simclr(tiny_shapes), tiny_shapes, TRAINING,
-                                                SETTINGS)
+    states, results = train_keeping_checkpoints(make_method(name, tiny_shapes), tiny_shapes,
+                                                TRAINING, SETTINGS)
     state = states[1]
     resumed: dict[int, dict] = {}
-    fresh = _simclr(tiny_shapes)
+    fresh = make_method(name, tiny_shapes)
     with torch.no_grad():  # a different starting point, overwritten by the checkpoint
         for p in fresh.parameters():
             p.add_(1.0)
+    torch.manual_seed(123)  # a resumed trial's process starts from its seed, not from here
     train(fresh, tiny_shapes, TRAINING, SETTINGS,
           lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)
     assert sorted(resumed) == [2, 3]
@@ -90,3 +96,18 @@ def test_ranks_take_disjoint_shares_of_each_global_batch(tiny_shapes) -> None:
         assert len(a) == len(b) == 32 and not set(a.tolist()) & set(b.tolist())
     everything = torch.cat([*first, *second])
     assert sorted(everything.tolist()) == list(range(256))
+
+
+def test_evaluation_does_not_change_what_training_draws(tiny_shapes_val) -> None:
+    """Probes draw their initialisation from a random state of their own: with a linear
+    probe at every evaluation, MoCo (whose step draws from the global state) trains on
+    exactly as without."""
+    losses = {}
+    for probe in ("never", "every"):
+        settings = LoopSettings(epochs=2, eval_every=1, seed=0, linear_probe=probe)
+        torch.manual_seed(0)
+        results: dict[int, dict] = {}
+        train(make_method("moco", tiny_shapes_val), tiny_shapes_val, TRAINING, settings,
+              lambda r, results=results: results.setdefault(r.epoch, r.metrics))
+        losses[probe] = results[2]["loss"]
+    assert losses["every"] == losses["never"]

@@ -96,7 +96,11 @@ def linear_probe_accuracy(
     x_train, x_test = _standardise(train_features.to(cpu, torch.float32),
                                    test_features.to(cpu, torch.float32))
     y_train = train_labels.to(cpu)
-    probe = nn.Linear(x_train.shape[1], num_classes)
+    # Initialised from a random state of its own: drawn from the global one, it would
+    # shift the draws that training makes after the evaluation.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        probe = nn.Linear(x_train.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(
         probe.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
     )

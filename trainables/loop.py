@@ -334,6 +334,23 @@ def _check_finite(losses: Tensor, epoch: int) -> None:
     )
 
 
+def _global_rng(device: torch.device) -> dict[str, Tensor]:
+    """Torch's global random state (the CPU's, and the device's on a GPU): what methods
+    draw from inside their step (MoCo's key shuffle, Deep InfoMax's prior samples, the
+    layer-wise triplet's negatives), saved so that a resumed trial draws on as the
+    uninterrupted one would."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_global_rng(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train(
     method: SSLMethod,
     dataset: ImageDataset,
@@ -386,6 +403,8 @@ def train(
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         view_generator.set_state(resume_state["view_generator"])
+        if "global_rng" in resume_state:  # checkpoints of earlier versions lack it
+            _set_global_rng(resume_state["global_rng"], device)
         if resume_state.get("grad_scaler"):
             scaler.load_state_dict(resume_state["grad_scaler"])
         start_epoch = int(resume_state["epoch"]) + 1
@@ -396,6 +415,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "view_generator": view_generator.get_state(),
+            "global_rng": _global_rng(device),
             "grad_scaler": scaler.state_dict(),
             "epoch": epoch,
             "metrics": dict(metrics),
