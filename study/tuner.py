@@ -287,8 +287,10 @@ def _summarise(
     decode: Callable[[Mapping[str, Any]], dict[str, Any]],
     config: StudyConfig,
 ) -> MethodOutcome:
-    """Counts and the best configuration (last reported value) of one method's trials;
-    ``decode`` maps a trial's config to the method's hyperparameters."""
+    """Counts and the best configuration of one method's trials, among those that
+    completed the full budget (a trial ASHA stopped reports a value after fewer epochs,
+    not comparable with theirs); ``decode`` maps a trial's config to the method's
+    hyperparameters."""
     completed = stopped = failed = 0
     best_value, best_params = None, {}
     sign = 1.0 if config.search.mode == "max" else -1.0
@@ -297,10 +299,10 @@ def _summarise(
         if result.error is not None:
             failed += 1
             continue
-        if int(metrics.get("epoch", 0)) >= config.train.epochs:
-            completed += 1
-        else:
+        if int(metrics.get(schema.EPOCH, 0)) < config.train.epochs:
             stopped += 1
+            continue
+        completed += 1
         value = metrics.get(config.objective)
         if value is not None and (best_value is None or sign * value > sign * best_value):
             best_value, best_params = float(value), decode(result.config)
@@ -437,7 +439,7 @@ def _close_orphans(
 
 def _log_outcome(config: StudyConfig, outcome: MethodOutcome) -> None:
     logger.info(
-        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s = %s",
+        "%s: %d completed, %d stopped early by ASHA, %d failed; best %s at full budget = %s",
         outcome.method,
         outcome.completed,
         outcome.stopped_early,

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 from mlflow.tracking import MlflowClient
 
-from study.tuner import LinkedOptunaSearch
+from study.config import load_config
+from study.tuner import LinkedOptunaSearch, _summarise
 from tracking import schema
 from tracking.runs import TrackingTarget, start_study_run
 
 State = optuna.trial.TrialState
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def _target(tmp: Path) -> tuple[TrackingTarget, dict[str, str]]:
@@ -65,3 +68,25 @@ def test_optuna_trials_carry_budgets_and_end_in_the_state_asha_left_them(tmp_pat
     study = searcher._ot_study
     assert study.user_attrs["config"] == {"name": "linked"}
     assert study.user_attrs["mlflow_parent_run_id"] == target.parent_run_id
+
+
+def test_the_best_of_a_method_is_taken_at_the_full_budget_only() -> None:
+    """A trial ASHA stopped reports a value after fewer epochs: with a loss to minimise, an
+    early value is often the lowest, and must not be named the method's best."""
+    config = load_config(CONFIGS / "demo.yaml")
+    config = config.model_copy(update={
+        "search": config.search.model_copy(update={"mode": "min"}),
+        "train": config.train.model_copy(update={"epochs": 4}),
+    })
+    objective = config.objective
+    results = [
+        SimpleNamespace(error=None, config={"x": "full"},
+                        metrics={schema.EPOCH: 4, objective: 0.40}),
+        SimpleNamespace(error=None, config={"x": "stopped"},
+                        metrics={schema.EPOCH: 1, objective: 0.10}),
+        SimpleNamespace(error=RuntimeError("boom"), config={"x": "failed"},
+                        metrics={schema.EPOCH: 4, objective: 0.05}),
+    ]
+    outcome = _summarise(results, "simclr", lambda c: dict(c), config)
+    assert (outcome.completed, outcome.stopped_early, outcome.failed) == (1, 1, 1)
+    assert outcome.best_value == 0.40 and outcome.best_params == {"x": "full"}
