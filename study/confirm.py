@@ -155,13 +155,35 @@ def _study(where: Path) -> tuple[Path, dict[str, Any]]:
     raise ConfigError(f"STUDY: {str(where)!r} is neither a study directory nor a config file")
 
 
+def recorded_config(root: Path, state: dict[str, Any], max_concurrent: int | None
+                    ) -> StudyConfig:
+    """The study's config as it was started, its places pinned to where the study is: the
+    saved config holds its paths as the user wrote them, relative to the directory the
+    search ran from, which confirmation, run from anywhere, must not resolve again. That
+    directory is where the study's directory is, less the recorded ``storage_path``; a
+    relative ``data.data_dir`` is taken from there."""
+    written = state["config"]
+    overrides: dict[str, Any] = {"storage_path": str(root.parent),
+                                 "tracking.tracking_uri": state["tracking_uri"]}
+    storage = Path(str(written.get("storage_path", "ray_results"))).expanduser()
+    data_dir = (written.get("data") or {}).get("data_dir")
+    if data_dir is not None and not Path(data_dir).expanduser().is_absolute():
+        if storage.is_absolute() or ".." in storage.parts:
+            origin = Path.cwd()  # the storage path does not say where the search ran
+        else:
+            origin = root.parents[len(storage.parts)]
+        overrides["data.data_dir"] = str(origin / data_dir)
+    if max_concurrent:
+        overrides["search.max_concurrent"] = max_concurrent
+    return parse_config(state["config"], overrides)
+
+
 def run_confirm(
     where: Path, plan: ConfirmConfig, address: str | None, max_concurrent: int | None,
     resume: bool,
 ) -> int:
     root, state = _study(where)
-    overrides = {"search.max_concurrent": max_concurrent} if max_concurrent else {}
-    config = parse_config(state["config"], overrides)
+    config = recorded_config(root, state, max_concurrent)
     target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
                             state["parent_run_id"])
     tracking_uri = check_tracking(config, address)

@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from study.config import load_config
+from study.confirm import recorded_config
+from study.settings import study_root
 from study.sweep import plan_sweep, sweep_spec
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
@@ -27,3 +30,21 @@ def test_each_paper_sweep_has_a_demo_sized_twin() -> None:
     paper = {p.stem for p in CONFIGS if p.parent.name == "paper"}
     gpu = {name for name in paper if not name.startswith("demo-")}
     assert gpu and {f"demo-{name}" for name in gpu} == paper - gpu
+
+
+def test_confirmation_finds_the_study_s_places_from_any_directory(tmp_path, monkeypatch) -> None:
+    """The saved config holds the paths as written, relative to where the search ran:
+    confirmation run from elsewhere pins them to the study's own directory."""
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    raw = yaml.safe_load(demo.read_text())
+    raw["data"]["data_dir"] = "data"
+    origin = tmp_path / "project"
+    root = origin / raw["storage_path"] / raw["name"]
+    state = {"config": raw, "tracking_uri": f"sqlite:///{origin / 'demo-output/mlflow.db'}"}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = recorded_config(root, state, max_concurrent=3)
+    assert study_root(config) == root
+    assert config.tracking.tracking_uri == state["tracking_uri"]
+    assert config.data.data_dir == origin / "data"
+    assert config.search.max_concurrent == 3
