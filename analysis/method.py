@@ -129,6 +129,12 @@ def _varying(frame: pd.DataFrame, params: list[str]) -> list[str]:
             and frame[p].nunique() > 1]
 
 
+def _searched(frame: pd.DataFrame, params: list[str]) -> list[str]:
+    """Parameters that take more than one value in ``frame``, whether or not every row
+    has one (a trial that failed before logging its parameters has none)."""
+    return [p for p in params if p in frame and frame[p].nunique() > 1]
+
+
 def analyse_method(
     experiment: Experiment, method: str, metric: str, mode: str, budget_request: str,
     plots_dir: Path,
@@ -138,7 +144,7 @@ def analyse_method(
     failed = runs[runs["status"] == schema.FAILED]
     analysis = MethodAnalysis(method, len(runs), failed)
     spec = experiment.spaces.get(method, {})
-    searched = _varying(ended, experiment.params)
+    searched = _searched(ended, experiment.params)
     analysis.scales = {p: param_scale(ended[p], spec.get(p)) for p in searched}
     analysis.scale_sources = {p: FROM_SPACE if p in spec else INFERRED for p in searched}
     if not failed.empty:
@@ -153,6 +159,13 @@ def analyse_method(
         analysis.notes.append(f"no finished trial reported {metric}")
         return analysis
     params = _varying(usable, searched)
+    for param in searched:
+        if param not in params and usable[param].isna().any():
+            analysis.notes.append(
+                f"{param} is missing from {int(usable[param].isna().sum())} of the "
+                f"{len(usable)} finished runs that reported {metric}: left out of importance "
+                "and the response curves"
+            )
     # Budgets count configurations: a configuration reached a budget when one of its
     # runs did.
     groups = configurations(usable, [p for p in experiment.params if p in usable])

@@ -161,8 +161,8 @@ def importance_plot(
     significant = (ordered["significant"] == "true").to_numpy()
     ax.barh(y, ordered["importance"], color=np.where(significant, _SIGNIFICANT_COLOUR,
                                                       _PLAIN_COLOUR))
-    # The bootstrap interval as a segment: it need not contain the estimate (refits on
-    # resampled trials find some structure in noise, which shifts small importances up).
+    # The bootstrap interval as a segment (widened to reach the estimate where refits on
+    # resampled trials, finding some structure in noise, all lie above a small one).
     ax.hlines(y, ordered["low"], ordered["high"], color="#333333", lw=1.2,
               label="95% bootstrap interval")
     ax.scatter(ordered["null_high"], y, marker="D", s=28, facecolors="white",

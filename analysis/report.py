@@ -71,6 +71,15 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
+    if validation(metric) != metric and validation(metric) in data.metrics:
+        # Hyperparameters are never selected on the test split; analysing a test score is
+        # fine for sensitivity, but the best and recommended configurations are chosen on it.
+        warning = (f"{metric} is scored on the test split: the best and recommended "
+                   f"configurations below are chosen on it, so their scores are optimistic; "
+                   f"analyse {validation(metric)} to select a configuration")
+        logger.warning(warning)
+        for analysis in analyses:
+            analysis.warnings.append(warning)
     sweeps = mark_best(sweep_table(data.runs, metric), mode)
     sweep_figures = sweep_plots(sweeps, plots_dir)
     data.runs.to_parquet(out / "runs.parquet", index=False)

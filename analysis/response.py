@@ -8,8 +8,11 @@ fewer than three trials support the bin) and ``n`` (the trials in the bin).
 
 ``effects.csv`` gives each parameter's effect: the range of its marginal response in
 metric units, with its bootstrap interval, beside the seed noise floor; ``exceeds_noise``
-is true when the whole interval lies above the noise standard deviation, empty when the
-noise is unknown.
+is true when the parameter's importance is significant and the whole interval lies above
+the noise standard deviation, empty when the noise is unknown or significance was not
+tested (too few trials). The range of a response is biased upwards by noise, so a
+parameter whose importance noise explains can still show an interval above the noise
+floor: only significance rules chance out.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ def effects_table(
     method: str, budget: float, marginals: Marginals, noise: NoiseFloor
 ) -> pd.DataFrame:
     low, high = marginals.effect_interval[:, 0], marginals.effect_interval[:, 1]
-    exceeds = np.where(low > noise.std, "true", "false") if noise.known else ""
+    tested = noise.known and not np.isnan(marginals.null_high).any()
+    exceeds = (np.where((low > noise.std) & marginals.significant, "true", "false")
+               if tested else "")
     return pd.DataFrame({
         "method": method, "param": marginals.params, "budget": budget,
         "effect": marginals.effect, "low": low, "high": high,

@@ -23,7 +23,7 @@ own. It is not renormalised to sum to 1, so pure noise gives every parameter a s
 share rather than handing one the lead.
 
 Why not a random forest (Optuna's fANOVA) or another scikit-learn model: the intervals
-and the permutation null need one refit per bootstrap sample and per shuffled column, a
+and the permutation null need one refit per bootstrap sample and per permutation, a
 thousand or more per method and budget. One forest costs milliseconds to fit in
 scikit-learn, which is minutes here; the additive model is a linear system of at most
 ~60 unknowns, and every replicate's system is assembled with ``np.bincount`` and solved
@@ -88,10 +88,17 @@ class Design:
         """(n, P, 2) columns of the full coefficient vector."""
         return self.index + self.offsets[None, :, None]
 
+    def without(self, p: int) -> Design:
+        """The same trials on the basis of every parameter but ``p``."""
+        keep = [q for q in range(len(self.sizes)) if q != p]
+        return Design(self.index[:, keep], self.weight[:, keep],
+                      [self.sizes[q] for q in keep], [self.piecewise[q] for q in keep])
+
 
 @dataclass(frozen=True)
 class Fits:
-    """R fits of the additive model (one per weighting or shuffling of the trials)."""
+    """R fits of the additive model (one per weighting or shuffling of the trials, or one
+    per metric given for them)."""
 
     #: Per parameter, (R, K_p) knot or level values, centred over the search space.
     effects: list[np.ndarray]
@@ -102,6 +109,10 @@ class Fits:
     rest: np.ndarray
     #: Per parameter, (R,) weighted mean over the trials of the other parameters' effects.
     others: list[np.ndarray]
+    #: (R,) index into :data:`SMOOTHING` of the smoothing each fit used.
+    smoothing: np.ndarray
+    #: (R, n) the model's prediction for every trial.
+    fitted: np.ndarray
 
     @property
     def variances(self) -> np.ndarray:
@@ -136,16 +147,32 @@ def _domain_moments(values: np.ndarray, piecewise: bool) -> tuple[np.ndarray, np
     return mean, square - mean**2
 
 
-def fit(design: Design, y: np.ndarray, weights: np.ndarray | None = None) -> Fits:
+def fit(
+    design: Design, y: np.ndarray, weights: np.ndarray | None = None,
+    smoothing: int | None = None,
+) -> Fits:
     """Fit the model once per row of ``weights`` (R, n): non-negative trial weights such
-    as bootstrap counts; one unweighted fit without them."""
+    as bootstrap counts; one unweighted fit without them. Each fit chooses its smoothing
+    by generalised cross-validation, unless ``smoothing`` (an index into
+    :data:`SMOOTHING`) fixes it."""
     n = len(y)
     if weights is None:
         weights = np.ones((1, n))
     entries = 2 * len(design.sizes)
     step = max(1, _BATCH_CELLS // max(1, n * entries * entries))
-    return _concat([_weighted(design, y, weights[s:s + step])
+    return _concat([_weighted(design, y, weights[s:s + step], smoothing)
                     for s in range(0, len(weights), step)], design)
+
+
+def fit_responses(design: Design, responses: np.ndarray) -> Fits:
+    """Fit the model once per row of ``responses`` (R, n): other metric values for the
+    same trials (a permutation test's), each fit choosing its smoothing as :func:`fit`
+    does. The trials' basis, and so the left-hand side of the normal equations, is
+    shared: only the right-hand side is assembled per row."""
+    n = responses.shape[1]
+    step = max(1, _BATCH_CELLS // max(1, n * 2 * len(design.sizes)))
+    return _concat([_responses(design, responses[s:s + step])
+                    for s in range(0, len(responses), step)], design)
 
 
 def fit_shuffled(design: Design, y: np.ndarray, p: int, orders: np.ndarray) -> Fits:
@@ -169,6 +196,8 @@ def _concat(parts: list[Fits], design: Design) -> Fits:
         mean=np.concatenate([part.mean for part in parts]),
         rest=np.concatenate([part.rest for part in parts]),
         others=[np.concatenate([part.others[p] for part in parts]) for p in range(count)],
+        smoothing=np.concatenate([part.smoothing for part in parts]),
+        fitted=np.concatenate([part.fitted for part in parts]),
     )
 
 
@@ -208,14 +237,32 @@ def _normal_equations(
     return gram.reshape(replicates, width, width), rhs.reshape(replicates, width)
 
 
-def _weighted(design: Design, y: np.ndarray, w: np.ndarray) -> Fits:
+def _weighted(
+    design: Design, y: np.ndarray, w: np.ndarray, smoothing: int | None
+) -> Fits:
     n = len(y)
     columns = design.columns().reshape(1, n, -1)
     loads = design.weight.reshape(1, n, -1)
     mean = (w * y).sum(axis=1) / w.sum(axis=1)
     centred = y[None, :] - mean[:, None]
     gram, rhs = _normal_equations(columns, loads, w, centred, design.width)
-    return _solve(design, gram, rhs, columns, loads, w, mean, centred)
+    return _solve(design, gram, rhs, columns, loads, w, mean, centred, smoothing)
+
+
+def _responses(design: Design, responses: np.ndarray) -> Fits:
+    replicates, n = responses.shape
+    columns = design.columns().reshape(1, n, -1)
+    loads = design.weight.reshape(1, n, -1)
+    ones = np.ones((replicates, n))
+    mean = responses.mean(axis=1)
+    centred = responses - mean[:, None]
+    gram, _ = _normal_equations(columns, loads, ones[:1], centred[:1], design.width)
+    base = np.arange(replicates, dtype=np.int64)[:, None, None] * design.width
+    rhs = np.bincount((base + columns).ravel(),
+                      weights=(loads * centred[:, :, None]).ravel(),
+                      minlength=replicates * design.width).reshape(replicates, design.width)
+    return _solve(design, np.repeat(gram, replicates, axis=0), rhs, columns, loads, ones,
+                  mean, centred, None)
 
 
 def _shuffled(design: Design, y: np.ndarray, p: int, orders: np.ndarray) -> Fits:
@@ -254,17 +301,19 @@ def _shuffled(design: Design, y: np.ndarray, p: int, orders: np.ndarray) -> Fits
     all_loads[:, :, p, :] = moved_loads
     return _solve(design, gram, rhs, all_columns.reshape(replicates, n, -1),
                   all_loads.reshape(replicates, n, -1), np.broadcast_to(ones, (replicates, n)),
-                  np.full(replicates, y.mean()), np.broadcast_to(centred1, (replicates, n)))
+                  np.full(replicates, y.mean()), np.broadcast_to(centred1, (replicates, n)),
+                  None)
 
 
 def _solve(
     design: Design, gram: np.ndarray, rhs: np.ndarray, columns: np.ndarray,
     loads: np.ndarray, w: np.ndarray, mean: np.ndarray, centred: np.ndarray,
+    smoothing: int | None,
 ) -> Fits:
     """Solve every replicate's penalised normal equations, at the smoothing of
     :data:`SMOOTHING` that minimises its generalised cross-validation score
-    n RSS / (n - dof)^2 (chosen per replicate, so bootstrap and null replicates choose as
-    the observed fit did)."""
+    n RSS / (n - dof)^2 (chosen per replicate, so that a permutation null's replicates
+    choose as the observed fit did), or at the one ``smoothing`` names."""
     replicates = gram.shape[0]
     n = w.shape[1]
     count = len(design.sizes)
@@ -278,7 +327,10 @@ def _solve(
     beta = np.zeros_like(rhs)
     rss = np.zeros(replicates)
     dof = np.zeros(replicates)
-    for penalty in design.penalties:
+    index = np.zeros(replicates, dtype=np.int64)
+    tried = range(len(design.penalties)) if smoothing is None else [smoothing]
+    for k in tried:
+        penalty = design.penalties[k]
         inverse = np.linalg.inv(gram + penalty)
         candidate = np.einsum("rij,rj->ri", inverse, rhs)
         residual = np.maximum(base - 2 * np.einsum("ri,ri->r", candidate, rhs)
@@ -291,6 +343,7 @@ def _solve(
         beta = np.where(better[:, None], candidate, beta)
         rss = np.where(better, residual, rss)
         dof = np.where(better, freedom, dof)
+        index = np.where(better, k, index)
     entry = np.take_along_axis(beta, columns, axis=1)
     contribution = (entry.reshape(replicates, n, -1) * loads).reshape(
         replicates, n, count, 2).sum(axis=3)
@@ -305,4 +358,5 @@ def _solve(
         # so that mean + others + centred effect is the partial dependence.
         without_p = ((fitted - contribution[:, :, p]) * w).sum(axis=1) / total
         others.append(without_p + centre)
-    return Fits(effects, design.piecewise, mean, rest, others)
+    return Fits(effects, design.piecewise, mean, rest, others, index,
+                mean[:, None] + fitted)

@@ -163,3 +163,37 @@ def test_noise_marks_hang_from_the_best_whichever_way_the_metric_goes() -> None:
     np.testing.assert_array_equal(plots.within_noise_of_best(grid, 0.05, "min"),
                                   [[True, False], [True, False]])
     assert not plots.within_noise_of_best(np.full((2, 2), np.nan), 0.05, "max").any()
+
+
+def test_a_failed_run_without_parameters_leaves_the_analysis_whole(
+    foreign_experiment: str, tmp_path: Path
+) -> None:
+    """A trial killed before it logged its parameters has none: the others' parameters are
+    still analysed, and the failure is counted."""
+    client = MlflowClient(foreign_experiment)
+    run = client.create_run(client.get_experiment_by_name("other-tool").experiment_id)
+    client.set_terminated(run.info.run_id, status="FAILED")
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
+                 "--metric", "val_acc", "--out", str(out)]) == 0
+    importance = pd.read_csv(out / "importance.csv")
+    assert set(importance["param"]) == {"lr", "optimiser", "dropout"}
+
+
+def test_analysing_a_test_split_score_warns_that_selection_uses_it(tmp_path: Path) -> None:
+    """Runs that log a validation score beside the test one: analysing the test score
+    gives its sensitivity, with a warning that the best configurations are chosen on
+    the test split."""
+    uri = f"sqlite:///{tmp_path / 'both.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("both")
+    for i in range(8):
+        run = client.create_run(exp)
+        client.log_batch(run.info.run_id, params=[Param("lr", str(0.001 * (i + 1)))],
+                         metrics=[Metric("acc", 0.5 + 0.01 * i, 0, 1),
+                                  Metric("val_acc", 0.5 + 0.01 * i, 0, 1)])
+        client.set_terminated(run.info.run_id)
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "both", "--tracking-uri", uri, "--metric", "acc",
+                 "--out", str(out)]) == 0
+    assert "acc is scored on the test split" in (out / "report.html").read_text()
