@@ -18,6 +18,16 @@ from typing import Any, Literal
 Kind = Literal["float", "int", "bool", "choice"]
 
 
+def is_finite(value: float) -> bool:
+    """Whether a number is finite: not inf or nan, which pass comparisons with bounds
+    (``inf > 0``) and then fail later, in an int conversion or inside Optuna; nor an
+    integer too large to convert to a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 @dataclass(frozen=True)
 class Hyperparameter:
     """One hyperparameter: default value and the domain that makes sense for it.
@@ -35,18 +45,21 @@ class Hyperparameter:
     high_open: bool = False
     choices: Sequence[Any] = field(default_factory=tuple)
 
-    def domain(self) -> str:
-        """Human-readable domain, used verbatim in error messages."""
+    def domain(self, finite: bool = False) -> str:
+        """Human-readable domain, used verbatim in error messages. A missing bound prints
+        as an open infinite end, ``[0, inf)``: infinity itself is never a value.
+        ``finite`` adds the word, for the message that refuses inf or nan."""
         if self.kind == "bool":
             return "true or false"
         if self.kind == "choice":
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        left = "(" if self.low_open else "["
-        right = ")" if self.high_open else "]"
+        left = "(" if self.low_open or self.low is None else "["
+        right = ")" if self.high_open or self.high is None else "]"
         low = "-inf" if self.low is None else f"{self.low:g}"
         high = "inf" if self.high is None else f"{self.high:g}"
-        article = "an" if self.kind == "int" else "a"
-        return f"{article} {self.kind} in {left}{low}, {high}{right}"
+        kind = f"finite {self.kind}" if finite else self.kind
+        article = "an" if kind == "int" else "a"
+        return f"{article} {kind} in {left}{low}, {high}{right}"
 
     def check(self, name: str, value: Any) -> Any:
         """Return ``value`` coerced to the declared kind, or raise ValueError naming ``name``."""
@@ -60,6 +73,8 @@ class Hyperparameter:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
+        if not is_finite(value):
+            raise ValueError(f"{name}: got {value!r}, allowed: {self.domain(finite=True)}")
         if self.kind == "int" and float(value) != int(value):
             raise ValueError(f"{name}: got {value!r}, allowed: {self.domain()}")
         if not self.contains(float(value)):
@@ -85,7 +100,7 @@ class Hyperparameter:
         return self.check(name, number)
 
     def contains(self, value: float) -> bool:
-        if math.isnan(value):
+        if not is_finite(value):
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False

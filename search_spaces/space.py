@@ -13,7 +13,6 @@ knows Optuna: ``search_spaces.distributions`` converts a space for a search.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from search_spaces.hyperparameters import AtLeast, Hyperparameter
+from search_spaces.hyperparameters import AtLeast, Hyperparameter, is_finite
 
 Scale = Literal["linear", "log", "log1m"]
 _NUMERIC_KEYS = {"type", "low", "high", "scale", "step"}
@@ -162,8 +161,8 @@ def _parse_spec(path: str, raw: Mapping[str, Any], hp: Hyperparameter) -> ParamS
         raise SearchSpaceError(f"{path}.type: {kind} does not fit a {hp.kind} hyperparameter")
     for key in ("low", "high"):
         value = raw.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            raise SearchSpaceError(f"{path}.{key}: must be a number, got {value!r}")
+        if not _is_number(value):
+            raise SearchSpaceError(f"{path}.{key}: must be a finite number, got {value!r}")
         if kind == "int" and value != int(value):
             raise SearchSpaceError(f"{path}.{key}: must be an integer, got {value!r}")
     low, high = raw["low"], raw["high"]
@@ -178,13 +177,25 @@ def _parse_spec(path: str, raw: Mapping[str, Any], hp: Hyperparameter) -> ParamS
         raise SearchSpaceError(f"{path}: scale log1m needs a float with high < 1, got {high}")
     step = raw.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0:
-            raise SearchSpaceError(f"{path}.step: must be a positive number, got {step!r}")
+        if not _is_number(step) or step <= 0:
+            raise SearchSpaceError(f"{path}.step: must be a positive finite number, got "
+                                   f"{step!r}")
+        # Optuna's int distributions take an integer step: 0.5 would fail inside the Tuner,
+        # after Ray started, and 1.5 would silently be searched with step 1.
+        if kind == "int" and (step != int(step) or step < 1):
+            raise SearchSpaceError(f"{path}.step: an int range needs an integer step >= 1, got "
+                                   f"{step!r}")
         if scale != "linear":
             raise SearchSpaceError(f"{path}.step: only allowed with scale linear")
     _check(path, hp, low, "low")
     _check(path, hp, high, "high")
     return ParamSpec(kind, low=low, high=high, scale=scale, step=step)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (YAML's ``.inf`` and ``.nan`` are floats; a bool is not a
+    number here)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and is_finite(value)
 
 
 def _check(path: str, hp: Hyperparameter, value: Any, what: str = "value") -> Any:

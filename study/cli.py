@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_help = "the study's YAML config (see the README's config reference)"
 
     search = _command(commands, "search", "run a hyperparameter study of a config's methods",
-                      "sslstudy search configs/demo.yaml --num-samples 4", _cmd_search)
+                      "sslstudy search configs/demo.yaml --num-samples 4 --name demo-quick",
+                      _cmd_search)
     search.add_argument("config", type=Path, metavar="CONFIG", help=config_help)
     search.add_argument("--num-samples", type=_positive_int, metavar="N",
                         help="trials per method (default: search.num_samples)")
@@ -174,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirm.add_argument("study", type=Path, metavar="STUDY",
                          help="the study's directory (<storage_path>/<name>) or its config")
-    confirm.add_argument("--top", type=_positive_int, default=3, metavar="K",
-                         help="best configurations of each method to re-run (default 3)")
+    confirm.add_argument("--top", type=_count, default=3, metavar="K",
+                         help="best configurations of each method to re-run (default 3; 0: "
+                         "only the random ones)")
     confirm.add_argument("--seeds", type=_positive_int, default=3, metavar="S",
                          help="fresh seeds per configuration (default 3)")
     confirm.add_argument("--random", type=_count, default=2, metavar="R",
@@ -184,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument("--address", metavar="ADDRESS",
                          help="Ray cluster to join: auto or HOST:PORT (default: a local Ray)")
     confirm.add_argument("--max-concurrent", type=_positive_int, metavar="N",
-                         help="runs at once")
+                         help="runs at once (default: the study's search.max_concurrent, "
+                         "else as many as the resources allow)")
     confirm.add_argument("--resume", action="store_true",
                          help="continue confirmation runs whose driver died")
 
@@ -210,11 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seeds per cell (default 3)")
     _study_tracking_flags(sweep)
     sweep.add_argument("--storage-path", metavar="DIR",
-                       help="directory for the sweep's Ray results")
+                       help="directory for the sweep's Ray results (default: the config's "
+                       "storage_path)")
     sweep.add_argument("--address", metavar="ADDRESS",
                        help="Ray cluster to join: auto or HOST:PORT (default: a local Ray)")
     sweep.add_argument("--max-concurrent", type=_positive_int, metavar="N",
-                       help="runs at once")
+                       help="runs at once (default: the config's search.max_concurrent, "
+                       "else as many as the resources allow)")
     sweep.add_argument("--resume", action="store_true",
                        help="continue a sweep whose driver died (same flags)")
 
@@ -276,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "./mlartifacts)")
     server.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback; 0.0.0.0 for all)")
-    server.add_argument("--port", type=_port, default=5000, help="TCP port (1 to 65535)")
+    server.add_argument("--port", type=_port, default=5000,
+                        help="TCP port, 1 to 65535 (default 5000)")
     server.add_argument(
         "--allowed-hosts", default="", metavar="HOSTS",
         help="comma-separated Host headers to accept, e.g. the name workers use",
@@ -312,6 +318,8 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     from study.config import ConfirmConfig
     from study.confirm import run_confirm
 
+    if args.top == args.random == 0:
+        raise UsageError("--top: --top and --random cannot both be 0 (nothing to confirm)")
     plan = ConfirmConfig(top=args.top, seeds=args.seeds, random=args.random)
     return run_confirm(args.study, plan, args.address, args.max_concurrent, args.resume)
 
@@ -351,8 +359,11 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_tracking_server(args: argparse.Namespace) -> int:
+    from study.checks import prepare_sqlite_dir
     from tracking.server import run_server, server_command
 
+    _check_server_stores(args.backend_store_uri, args.artifacts_destination)
+    prepare_sqlite_dir(args.backend_store_uri)
     command = server_command(
         args.backend_store_uri,
         args.artifacts_destination,
@@ -362,6 +373,37 @@ def _cmd_tracking_server(args: argparse.Namespace) -> int:
     )
     logger.info("starting: %s", " ".join(command))
     return run_server(command)
+
+
+#: The database schemes ``mlflow server`` keeps runs in, besides SQLite.
+_SERVER_DATABASES = ("postgresql", "mysql", "mssql")
+
+
+def _check_server_stores(backend_store_uri: str, artifacts_destination: str) -> None:
+    """The server's stores are usable before it starts: ``mlflow server`` would otherwise
+    fail with its own traceback. A SQLite file's directory and a local artifacts
+    directory must be creatable; a remote artifact store (s3://, gs://...) is the
+    server's to reach."""
+    from urllib.parse import urlparse
+
+    from study.checks import check_creatable_dir
+    from study.errors import ConfigError
+    from tracking.uris import sqlite_path
+
+    database = sqlite_path(backend_store_uri)
+    if database is not None:
+        if database.exists() and not database.is_file():
+            raise ConfigError(f"--backend-store-uri: {str(database)!r} is not a file")
+        check_creatable_dir("--backend-store-uri", database.parent)
+    elif not backend_store_uri.startswith(_SERVER_DATABASES):
+        raise ConfigError(
+            f"--backend-store-uri: unsupported {backend_store_uri!r}; use sqlite:///FILE.db "
+            "or a postgresql://, mysql:// or mssql:// database (the file store is deprecated)"
+        )
+    parsed = urlparse(artifacts_destination)
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme else artifacts_destination
+        check_creatable_dir("--artifacts-destination", Path(local))
 
 
 def _configure_logging(quiet: bool) -> None:

@@ -8,7 +8,7 @@ budget only, since a value after fewer epochs is not comparable) and, with
 
 Every input is checked before anything is written: the experiment must hold finished
 runs (of the method, when one is named), a name the registry rejects leaves nothing
-behind, and ``--out`` must be new or empty.
+behind, and ``--out`` must be an empty directory or one that can be created.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from study import checks
 from study.errors import ConfigError
 from tracking import schema
 from tracking.deepcave import CROSS_METHOD, deepcave_run, write_run
@@ -62,6 +63,7 @@ def run_export(tracking_uri: str, experiment: str, method: str | None, fmt: str,
                               "directory)")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"--out: {str(out)!r} exists and is not an empty directory")
+        checks.check_creatable_dir("--out", out)
     tracking_uri = resolve_tracking_uri(tracking_uri)
     client = open_store(tracking_uri)
     found = find_experiment(client, experiment)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from study.cli import main
+from study.cli import build_parser, main
 from study.config import config_as_dict, load_config
 from study.settings import STUDY_STATE, study_root
 from trainables.methods import METHODS
@@ -85,11 +87,11 @@ CONFIG_CASES = [
      "methods.simclr.space: every parameter is fixed"),
     (_with("methods.simclr.replace_space", "maybe"), "methods.simclr.replace_space"),
     (_with("methods", {"dim": {"space": {"alpha": {"low": -0.5, "high": 1.0}}}}),
-     "methods.dim.space.alpha: low: got -0.5, allowed: a float in [0, inf]"),
+     "methods.dim.space.alpha: low: got -0.5, allowed: a float in [0, inf)"),
     (_with("methods", {"patch_triplet": {"space": {"distance": {"choices": ["cosine", "l1"]}}}}),
      "methods.patch_triplet.space.distance: value: got 'l1', allowed: one of 'cosine'"),
     (_with("methods", {"cpc": {"space": {"pred_steps": {"low": 0, "high": 2}}}}),
-     "methods.cpc.space.pred_steps: low: got 0, allowed: an int in [1, inf]"),
+     "methods.cpc.space.pred_steps: low: got 0, allowed: an int in [1, inf)"),
     (_with("methods", {"spatial_contrasting": {"space": {"layers": "all"}}}),
      "methods.spatial_contrasting.space.layers"),
     (_with("train.eval_layer", 9), "train.eval_layer: got 9, allowed: 1 to 4 (the stages of "
@@ -161,6 +163,14 @@ CONFIG_CASES = [
     (_with("tracking", {"uri": "sqlite:///x.db"}), "tracking.uri: unknown key"),
     (_with("methods", {"simclr": 3}), "methods.simclr: Input should be a valid dictionary"),
     (_with("methods", ["simclr"]), "methods: Input should be a valid dictionary"),
+    (_with("methods.simclr.space", {"batch_size": {"type": "int", "low": 64,
+                                                   "high": float("inf")}}),
+     "methods.simclr.space.batch_size.high: must be a finite number, got inf"),
+    (_with("methods.simclr.space", {"temperature": {"low": 0.1, "high": float("inf")}}),
+     "methods.simclr.space.temperature.high: must be a finite number, got inf"),
+    (_with("methods.simclr.space", {"batch_size": {"type": "int", "low": 64, "high": 256,
+                                                   "step": 0.5}}),
+     "methods.simclr.space.batch_size.step: an int range needs an integer step >= 1"),
     (_with("methods.simclr.space", {"temperature": [0.1, 0.2]}),
      "methods.simclr.space.temperature: a list is ambiguous"),
     (_with("methods.simclr.space", {"temperature": {"type": "float", "low": 0.1, "high": 1,
@@ -276,7 +286,10 @@ def _write_base(workdir: Path) -> Path:
         (["tracking-server", "--port", "99999"], "--port: expected a port from 1 to 65535"),
         (["confirm", "nowhere"], "STUDY: 'nowhere' is neither a study directory nor a config"),
         (["confirm", "{config}"], "STUDY: no study at"),
-        (["confirm", "{config}", "--top", "0"], "--top: expected a positive integer"),
+        (["confirm", "{config}", "--top", "-1"], "--top: expected a whole number >= 0"),
+        (["confirm", "{config}", "--top", "0"], "STUDY: no study at"),
+        (["confirm", "{config}", "--top", "0", "--random", "0"],
+         "--top: --top and --random cannot both be 0 (nothing to confirm)"),
         (["confirm", "{config}", "--seeds", "0"], "--seeds: expected a positive integer"),
         (["confirm", "{config}", "--random", "-1"], "--random: expected a whole number >= 0"),
         (["sweep", "{config}", "--method", "simclr", "--param", "temperature",
@@ -314,6 +327,12 @@ def _write_base(workdir: Path) -> Path:
         (["train", "{config}", "--param", "temperature=-1"], "--param temperature"),
         (["train", "{config}", "--param", "queue_size=8"], "queue_size: unknown hyperparameter"),
         (["train", "{config}", "--param", "novalue"], "expected NAME=VALUE"),
+        (["train", "{config}", "--param", "batch_size=.inf"],
+         "--param batch_size: got inf, allowed: a finite int in [2, inf)"),
+        (["train", "{config}", "--param", "temperature=.inf"],
+         "--param temperature: got inf, allowed: a finite float in (0, inf)"),
+        (["sweep", "{config}", "--method", "simclr", "--param", "batch_size", "--values",
+          "64,inf"], "--values batch_size: got inf, allowed: a finite int in [2, inf)"),
         (["train", "{config}", "--param", "batch_size=4096"], "batch_size: 4096 exceeds"),
         (["train", "{relative_patch}", "--param", "gap=0", "--param", "jitter=1"],
          "--param gap and jitter: gap must be at least 2 x jitter"),
@@ -422,3 +441,71 @@ def test_a_study_with_one_tuner_per_method_is_not_resumed(workdir: Path, capsys)
     assert code == 2 and err.count("\n") == 1, err
     assert "--resume: " in err and "one Tuner per method (simclr)" in err, err
     assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("args,field", [
+    (["search", "{config}", "--tracking-uri", "sqlite:///notdb.db"], "tracking.tracking_uri"),
+    (["export", "--experiment", "bad", "--tracking-uri", "sqlite:///notdb.db", "--method",
+      "simclr"], "--tracking-uri"),
+    (["analyze", "--experiment", "bad", "--tracking-uri", "sqlite:///notdb.db", "--out", "r"],
+     "--tracking-uri"),
+])
+def test_a_tracking_store_that_is_not_a_database_is_refused(
+    args: list[str], field: str, workdir: Path, capsys
+) -> None:
+    config = _write_base(workdir)
+    (workdir / "notdb.db").write_text("not a database\n")
+    before = _snapshot(workdir)
+    code, err = _run([str(config) if a == "{config}" else a for a in args], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"sslstudy: error: {field}: {str(workdir / 'notdb.db')!r} is not an MLflow SQLite "
+        "database"]
+    assert _snapshot(workdir) == before
+    assert (workdir / "notdb.db").read_text() == "not a database\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["confirm", "{root}"],
+    ["sweep", "{config}", "--method", "simclr", "--param", "temperature", "--values", "0.1",
+     "--around", "best"],
+], ids=["confirm", "sweep-around-best"])
+def test_a_study_whose_tracking_store_is_gone_is_refused(
+    args: list[str], workdir: Path, capsys
+) -> None:
+    """The study recorded a SQLite store that has since been removed: reading its trials
+    must not create an empty database in its place."""
+    path = _write_base(workdir)
+    config = load_config(path, {})
+    root = study_root(config)
+    root.mkdir(parents=True)
+    gone = workdir / "moved" / "mlflow.db"
+    (root / STUDY_STATE).write_text(json.dumps({
+        "config": config_as_dict(config), "tracking_uri": f"sqlite:///{gone}",
+        "experiment_id": "1", "parent_run_id": "0" * 32}))
+    before = _snapshot(workdir)
+    names = {"{root}": str(root), "{config}": str(path)}
+    code, err = _run([names.get(a, a) for a in args], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"sslstudy: error: tracking.tracking_uri: no MLflow database at {str(gone)!r}"]
+    assert _snapshot(workdir) == before
+
+
+def test_flags_with_a_default_say_it_and_the_search_example_needs_no_cleanup() -> None:
+    """Help names each flag's default; the search example names its own study, so that it
+    runs as printed after ``make demo`` (whose study, ``demo``, then exists)."""
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for command, flag in [("tracking-server", "--port"), ("confirm", "--max-concurrent"),
+                          ("confirm", "--top"), ("sweep", "--max-concurrent"),
+                          ("sweep", "--storage-path")]:
+        (action,) = [a for a in commands.choices[command]._actions if flag in a.option_strings]
+        assert "default" in action.help, f"{command} {flag}: {action.help}"
+    (port,) = [a for a in commands.choices["tracking-server"]._actions
+               if "--port" in a.option_strings]
+    assert "default 5000" in port.help and port.default == 5000
+    example = shlex.split(commands.choices["search"].epilog.removeprefix("example:").strip())
+    args = parser.parse_args(example[1:])
+    demo = load_config(Path(__file__).resolve().parents[1] / args.config)
+    assert args.name is not None and args.name != demo.name

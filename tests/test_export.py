@@ -179,6 +179,8 @@ def _snapshot(directory: Path) -> set[Path]:
     (["--format", "deepcave", "--out", "{full}"], "--out: '{full}' exists and is not an "
                                                   "empty directory"),
     (["--format", "deepcave"], "--out: required with --format deepcave"),
+    (["--format", "deepcave", "--out", "/proc/sslstudy/deepcave"],
+     "--out: cannot create directories in '/proc'"),
     ([], "--method: required to export a model"),
     (["--format", "deepcave", "--out", "x", "--register", "m"], "--register: only with"),
 ])

@@ -8,7 +8,13 @@ from pathlib import Path
 import optuna.distributions as od
 import pytest
 
-from search_spaces import AtLeast, SearchSpaceError, build_space, default_space_data
+from search_spaces import (
+    AtLeast,
+    Hyperparameter,
+    SearchSpaceError,
+    build_space,
+    default_space_data,
+)
 from search_spaces.distributions import to_optuna
 from study.checks import check_image_geometry
 from study.config import load_config
@@ -90,7 +96,25 @@ def test_defaults_for_a_single_run() -> None:
         ({"momentum": 0.9}, "momentum: unknown parameter for simclr"),
         ({"aug_strength": {"low": 0.5, "high": 1.5}}, "aug_strength"),
         ({"temperature": {"type": "normal"}}, "type: got 'normal'"),
-        ({"temperature": {"low": "a", "high": 1.0}}, "low: must be a number"),
+        ({"temperature": {"low": "a", "high": 1.0}}, "low: must be a finite number"),
+        ({"temperature": {"low": 0.1, "high": math.inf}},
+         "temperature.high: must be a finite number, got inf"),
+        ({"batch_size": {"type": "int", "low": 64, "high": math.inf}},
+         "batch_size.high: must be a finite number, got inf"),
+        ({"batch_size": {"type": "int", "low": -math.inf, "high": 256}},
+         "batch_size.low: must be a finite number, got -inf"),
+        ({"batch_size": {"type": "int", "low": 64, "high": 256, "step": 0.5}},
+         "batch_size.step: an int range needs an integer step >= 1, got 0.5"),
+        ({"batch_size": {"type": "int", "low": 64, "high": 256, "step": 1.5}},
+         "batch_size.step: an int range needs an integer step >= 1, got 1.5"),
+        ({"batch_size": {"type": "int", "low": 64, "high": 256, "step": math.inf}},
+         "batch_size.step: must be a positive finite number, got inf"),
+        ({"aug_strength": {"low": 0.1, "high": 0.9, "step": math.nan}},
+         "aug_strength.step: must be a positive finite number, got nan"),
+        ({"temperature": math.inf}, "temperature: value: got inf, allowed: a finite float in "
+                                    "(0, inf)"),
+        ({"batch_size": {"type": "categorical", "choices": [64, math.inf]}},
+         "batch_size: value: got inf, allowed: a finite int in [2, inf)"),
         ({"temperature": {"scale": "sqrt"}}, "scale: got 'sqrt'"),
         ({"temperature": {"step": 0.1}}, "step: only allowed with scale linear"),
         ({"lr": [0.1, 0.2]}, "a list is ambiguous"),
@@ -105,6 +129,38 @@ def test_invalid_spaces_name_the_parameter(overrides: dict, message: str) -> Non
         build_space("simclr", declared_hyperparameters("simclr"), overrides,
                     where="methods.simclr.space")
     assert message in str(info.value)
+
+
+def test_an_int_range_keeps_its_whole_step() -> None:
+    space = build_space("simclr", declared_hyperparameters("simclr"),
+                        {"batch_size": {"type": "int", "low": 64, "high": 256, "step": 64}})
+    assert to_optuna(space)["batch_size"] == od.IntDistribution(64, 256, step=64)
+
+
+@pytest.mark.parametrize("hp,domain", [
+    (Hyperparameter("float", 0.1, "", low=0.0, low_open=True), "a float in (0, inf)"),
+    (Hyperparameter("int", 64, "", low=2), "an int in [2, inf)"),
+    (Hyperparameter("float", 0.0, ""), "a float in (-inf, inf)"),
+    (Hyperparameter("float", 0.5, "", low=0.0, high=1.0, high_open=True), "a float in [0, 1)"),
+])
+def test_an_open_end_is_not_written_as_if_infinity_were_allowed(hp: Hyperparameter,
+                                                               domain: str) -> None:
+    assert hp.domain() == domain
+
+
+@pytest.mark.parametrize("kind,text", [("int", "inf"), ("int", "-inf"), ("int", "nan"),
+                                       ("int", "1e400"), ("float", "inf"), ("float", "nan")])
+def test_a_value_that_is_not_finite_is_refused(kind: str, text: str) -> None:
+    """Read from text (a flag, a recorded param) or given as a number: refused as a value
+    error naming the hyperparameter, never an OverflowError from an int conversion."""
+    hp = Hyperparameter(kind, 1, "", low=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"^x: got .*, allowed: a finite {kind} in \[0, inf\)$"):
+        hp.parse("x", text)
+    with pytest.raises(ValueError, match=rf"^x: got .*, allowed: a finite {kind} in "):
+        hp.check("x", float(text))
+    with pytest.raises(ValueError, match=rf"^x: got .*, allowed: a finite {kind} in "):
+        hp.check("x", 10**400)
+    assert not hp.contains(float(text))
 
 
 def test_log1m_bounds_must_stay_below_one() -> None:

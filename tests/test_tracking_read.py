@@ -1,7 +1,9 @@
 """Bulk metric histories from a tracking server: 100 runs per request, a full response
 asked again in halves, and run-by-run reading when the server refuses the endpoint. The
 server is faked at the HTTP call (a real one is in the analysis-speed benchmark); the
-database path is checked against run-by-run reading in test_analysis_generic.py."""
+database path is checked against run-by-run reading in test_analysis_generic.py. Then
+what reading refuses rather than guesses at: a SQLite store that is gone or is no database,
+and an artifact the store fails to give (only a missing one means none)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 from mlflow.store.tracking.rest_store import RestStore
 
 from tracking import read
+from tracking.errors import TrackingError
+from tracking.runs import is_deleted_experiment
 
 
 class _Response:
@@ -59,3 +65,60 @@ def test_server_refusing_the_endpoint_is_read_run_by_run(monkeypatch) -> None:
     points = read.metric_histories(_client(3), ["a", "b"], ["acc"])
     assert [(p.run_id, p.step) for p in points] == [("a", 0), ("a", 1), ("a", 2), ("b", 0),
                                                     ("b", 1), ("b", 2)]
+
+
+def test_the_runs_of_a_study_whose_database_is_gone_are_an_input_error(tmp_path) -> None:
+    """A study's recorded SQLite store that has since gone is not replaced by an empty one
+    (``confirm`` and ``sweep --around best`` then said the study had no trials)."""
+    gone = tmp_path / "mlflow.db"
+    with pytest.raises(TrackingError, match=r"^tracking\.tracking_uri: no MLflow database at "):
+        read.child_runs(f"sqlite:///{gone}", "1", "0" * 32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_database_is_an_input_error(tmp_path) -> None:
+    text = tmp_path / "notdb.db"
+    text.write_text("not a database\n")
+    with pytest.raises(TrackingError) as info:
+        read.open_store(f"sqlite:///{text}")
+    assert str(info.value) == f"--tracking-uri: {str(text)!r} is not an MLflow SQLite database"
+    with pytest.raises(TrackingError, match=r"^tracking\.tracking_uri: .* is not an MLflow"):
+        is_deleted_experiment(f"sqlite:///{text}", "any")
+    assert text.read_text() == "not a database\n"
+
+
+def _raising(error: BaseException) -> SimpleNamespace:
+    """A client whose every artifact download fails with ``error``."""
+    def download(run_id, path, directory):
+        raise error
+
+    return SimpleNamespace(download_artifacts=download)
+
+
+def _parent() -> SimpleNamespace:
+    return SimpleNamespace(info=SimpleNamespace(run_id="r", start_time=0))
+
+
+@pytest.mark.parametrize("error", [
+    MlflowException("no such artifact", error_code=RESOURCE_DOES_NOT_EXIST),
+    FileNotFoundError("search_spaces.json"),
+], ids=["mlflow", "file"])
+def test_a_missing_artifact_is_absent(error: BaseException, monkeypatch) -> None:
+    assert read.recorded_spaces(_raising(error), [_parent()]) == {}
+    monkeypatch.setattr(read, "open_store", lambda uri: _raising(error))
+    assert read.read_artifact("sqlite:///x.db", "r", "report.json") is None
+
+
+@pytest.mark.parametrize("error", [
+    MlflowException("artifact store unreachable", error_code=INTERNAL_ERROR),
+    PermissionError("search_spaces.json"),
+], ids=["mlflow", "os"])
+def test_an_artifact_that_cannot_be_read_is_an_error(error: BaseException,
+                                                     monkeypatch) -> None:
+    """Only a missing artifact means "none recorded": a store that fails is reported, not
+    read as a study without search spaces or a report without a file."""
+    with pytest.raises(type(error)):
+        read.recorded_spaces(_raising(error), [_parent()])
+    monkeypatch.setattr(read, "open_store", lambda uri: _raising(error))
+    with pytest.raises(type(error)):
+        read.read_artifact("sqlite:///x.db", "r", "report.json")

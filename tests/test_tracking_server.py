@@ -1,7 +1,8 @@
 """``sslstudy tracking-server`` stops as a whole: after Ctrl-C or SIGTERM none of the
 processes ``mlflow server`` started (uvicorn, its job runner, huey consumers) is left,
 and the port is free again. Here with a stand-in server, for both signals; the
-multi-node test stops a real ``mlflow server`` with Ctrl-C and checks the same."""
+multi-node test stops a real ``mlflow server`` with Ctrl-C and checks the same. Before
+starting, the command checks its stores (here with no server started)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import alive, descendants
+
+from study.cli import main
+from tracking import server
 
 #: A stand-in for ``mlflow server``: a process that starts two children which ignore
 #: SIGTERM and SIGINT, as a server's workers may while they finish requests.
@@ -39,3 +44,47 @@ def test_run_server_stops_its_whole_process_group(stop: int) -> None:
     process.send_signal(stop)
     assert process.wait(timeout=60) == 0
     assert not alive(below)
+
+
+@pytest.fixture
+def no_server(tmp_path: Path, monkeypatch) -> list[list[str]]:
+    """The commands ``sslstudy tracking-server`` would run, with none started; the
+    current directory is an empty one."""
+    monkeypatch.chdir(tmp_path)
+    started: list[list[str]] = []
+    monkeypatch.setattr(server, "run_server", lambda command: started.append(command) or 0)
+    return started
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend-store-uri", "sqlite:////proc/sslstudy/mlflow.db"],
+     "--backend-store-uri: cannot create directories in '/proc'"),
+    (["--backend-store-uri", "sqlite:///."], "--backend-store-uri: '.' is not a file"),
+    (["--backend-store-uri", "mlruns"], "--backend-store-uri: unsupported 'mlruns'"),
+    (["--backend-store-uri", "http://127.0.0.1:5000"],
+     "--backend-store-uri: unsupported 'http://127.0.0.1:5000'"),
+    (["--artifacts-destination", "/proc/sslstudy"],
+     "--artifacts-destination: cannot create directories in '/proc'"),
+    (["--artifacts-destination", "file:///proc/sslstudy"],
+     "--artifacts-destination: cannot create directories in '/proc'"),
+])
+def test_bad_stores_are_one_line_exit_2_and_start_nothing(
+    args: list[str], message: str, no_server: list[list[str]], tmp_path: Path, capsys
+) -> None:
+    code = main(["tracking-server", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"sslstudy: error: {message}"), err
+    assert no_server == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_database_directory_is_made_before_the_server_starts(
+    no_server: list[list[str]], tmp_path: Path
+) -> None:
+    database = tmp_path / "new" / "mlflow.db"
+    assert main(["tracking-server", "--backend-store-uri", f"sqlite:///{database}",
+                 "--artifacts-destination", "s3://bucket/artifacts"]) == 0
+    (command,) = no_server
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{database}"
+    assert command[command.index("--artifacts-destination") + 1] == "s3://bucket/artifacts"
+    assert database.parent.is_dir() and not database.exists()

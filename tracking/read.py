@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.rest_store import RestStore
 from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import http_request, verify_rest_response
+from sqlalchemy.exc import DatabaseError
 
 from tracking import schema
 from tracking.errors import TrackingError
@@ -34,6 +35,8 @@ BULK_HISTORY_RUNS = 100
 BULK_HISTORY_POINTS = 25_000
 #: Run ids per query of a database store (SQLite allows 32,766 bound variables).
 _SQL_RUNS = 500
+#: MLflow's error code for a run or artifact that does not exist.
+RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 
 
 class HistoryPoint(NamedTuple):
@@ -46,12 +49,21 @@ class HistoryPoint(NamedTuple):
     timestamp: int
 
 
-def open_store(tracking_uri: str) -> MlflowClient:
-    """A client of an existing store: a missing SQLite file is an error, not a new store."""
+def open_store(tracking_uri: str, field: str = "--tracking-uri") -> MlflowClient:
+    """A client of an existing store: a missing SQLite file is an error, not a new store
+    (MLflow would create an empty one), and so is a file that is not an SQLite database.
+    ``field`` is where the URI came from, for the message."""
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
-        raise TrackingError(f"--tracking-uri: no MLflow database at {str(path)!r}")
-    return MlflowClient(tracking_uri)
+        raise TrackingError(f"{field}: no MLflow database at {str(path)!r}")
+    try:
+        return MlflowClient(tracking_uri)
+    except DatabaseError as exc:
+        # Only "not a database": a locked or unreadable database is another problem.
+        if getattr(exc.orig, "sqlite_errorname", None) != "SQLITE_NOTADB":
+            raise
+        raise TrackingError(f"{field}: {str(path)!r} is not an MLflow SQLite database") \
+            from None
 
 
 def find_experiment(client: MlflowClient, name: str) -> Experiment:
@@ -179,19 +191,19 @@ def recorded_spaces(
     spaces: dict[str, dict[str, dict[str, Any]]] = {}
     for run in sorted(parents, key=lambda r: r.info.start_time or 0):
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run.info.run_id, schema.SEARCH_SPACES, tmp)
-            except (MlflowException, OSError):
+            path = _download(client, run.info.run_id, schema.SEARCH_SPACES, tmp)
+            if path is None:
                 continue  # a parent run of another tool: no spaces recorded
-            data = json.loads(Path(path).read_text())
+            data = json.loads(path.read_text())
         for method, space in data.items():
             spaces.setdefault(method, {}).update(space.get("params", {}))
     return spaces
 
 
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Run]:
-    """Every run under a study's (or sweep's) parent run."""
-    client = MlflowClient(tracking_uri)
+    """Every run under a study's (or sweep's) parent run. The store is the one a study
+    recorded: if it has gone, that is an input error, and no empty one is created."""
+    client = open_store(tracking_uri, field="tracking.tracking_uri")
     runs: list[Run] = []
     token = None
     while True:
@@ -238,7 +250,19 @@ def read_artifact(tracking_uri: str, run_id: str, path: str) -> bytes | None:
     """The content of a run's artifact, or None when the run has none at ``path``."""
     client = open_store(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
-        except (MlflowException, OSError):
-            return None
+        local = _download(client, run_id, path, tmp)
+        return None if local is None else local.read_bytes()
+
+
+def _download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path | None:
+    """A run's artifact copied into ``directory``, or None when the run has none at
+    ``path``. Only a missing artifact means none: an unreachable or unreadable artifact
+    store is a failure to report, not an artifact to do without."""
+    try:
+        return Path(client.download_artifacts(run_id, path, directory))
+    except FileNotFoundError:
+        return None
+    except MlflowException as exc:
+        if exc.error_code != RESOURCE_DOES_NOT_EXIST:
+            raise
+        return None

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.git_utils import get_git_commit
 
 from tracking import schema
-from tracking.read import best_trial_runs, child_runs
+from tracking.read import best_trial_runs, child_runs, open_store
 from tracking.uris import artifact_location, sqlite_path
 
 logger = logging.getLogger(__name__)
@@ -212,11 +212,12 @@ def get_or_create_experiment(tracking_uri: str, name: str) -> str:
 def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
     """Whether ``name`` is an experiment deleted in MLflow (its name stays reserved, and
     runs logged into it are hidden in the UI). A SQLite store that does not exist yet is
-    not opened (that would create it)."""
+    not opened (that would create it); a file that is not an SQLite database is an input
+    error (``tracking.tracking_uri``)."""
     path = sqlite_path(tracking_uri)
     if path is not None and not path.is_file():
         return False
-    found = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    found = open_store(tracking_uri, field="tracking.tracking_uri").get_experiment_by_name(name)
     return found is not None and found.lifecycle_stage == "deleted"
 
 
