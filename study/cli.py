@@ -265,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, metavar="DIR",
                         help="deepcave: a new or empty directory for the runs")
 
-    _command(commands, "methods", "list the method catalogue: name, source, default search "
-             "space", "sslstudy methods", _cmd_methods)
+    _command(commands, "methods", "list the method catalogue: name, source, and every "
+             "hyperparameter with its default, allowed values and default search range",
+             "sslstudy methods", _cmd_methods)
 
     server = _command(
         commands, "tracking-server", "serve an MLflow tracking store and its UI (for "

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from study.cli import build_parser, main
+from trainables.hyperparameters import declared_hyperparameters
 from trainables.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,4 +76,24 @@ def test_methods_lists_the_catalogue(capsys) -> None:
     for name, method in METHODS.items():
         assert f"\n{name}\n" in f"\n{out}"
         assert method.source in out
-    assert "temperature [0.05, 1] log" in out
+    blocks = {block.split("\n", 1)[0]: block for block in out.split("\n\n")}
+    # Every hyperparameter a trial accepts, on a line of its own with its default: the
+    # defaults are nowhere else a user can read them.
+    for name in METHODS:
+        rows = {line.split()[0]: line.split() for line in blocks[name].splitlines()[1:]}
+        for param, declared in declared_hyperparameters(name).items():
+            default = declared.default
+            shown = (str(default).lower() if isinstance(default, bool)
+                     else f"{default:g}" if isinstance(default, float) else str(default))
+            assert rows[param][1] == shown, (name, param)
+    # The domain and the default range beside it, as a config would write them.
+    for name, param, default, searched in (
+            ("simclr", "temperature", "0.2", "[0.05, 1] log"),
+            ("simclr", "proj_dim", "128", "not searched"),
+            ("moco", "momentum", "0.99", "[0.9, 0.999] log1m"),
+            ("moco", "symmetric", "false", "not searched"),
+            ("patch_triplet", "weight_decay", "1e-05", "not searched")):
+        (line,) = (" ".join(line.split()) for line in blocks[name].splitlines()
+                   if line.split()[0] == param)
+        domain = declared_hyperparameters(name)[param].domain()
+        assert line == f"{param} {default} {domain} {searched}"

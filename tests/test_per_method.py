@@ -155,6 +155,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_resumed_experiment_stops_trials_against_the_rungs_it_had(ray_instance,
                                                                       tmp_path: Path) -> None:
     """Ray saves no scheduler: the study's callback carries the rungs across a restore.

@@ -4,6 +4,9 @@ Trials write these; ``sslstudy analyze`` and the MLflow UI read them. Runs of ot
 lack most of them and the analysis infers what it needs (see ``analysis.runs``). Params
 are the trial's hyperparameters under their plain names (``search_spaces`` declares
 them), nothing else.
+
+Only the standard library is imported here, so that every layer, the torch core included,
+can share these names without pulling in MLflow.
 """
 
 from __future__ import annotations
