@@ -197,6 +197,20 @@ def check_batch_sizes(
             )
 
 
+def check_local_device(config: StudyConfig) -> None:
+    """``train.device: cuda`` needs a CUDA device where the run trains. Checked where that
+    is this machine (``sslstudy train``, a study on a Ray of its own), where every trial
+    would otherwise fail at its first step; on a cluster the workers, not the driver,
+    have the GPUs."""
+    if config.train.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' but this machine has no CUDA device; "
+                          "allowed here: auto, cpu")
+
+
 def check_batch_size(field: str, batch_size: int, dataset: ImageDataset) -> None:
     if batch_size > len(dataset):
         raise ConfigError(

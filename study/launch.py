@@ -139,6 +139,7 @@ def launch(
 
     starts_local_ray = address is None and not ray.is_initialized()
     if starts_local_ray:
+        checks.check_local_device(config)
         check_fits(config.resources, local_machine(), fixed=True)
 
     def open_parent() -> TrackingTarget:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from study.cli import build_parser, main
@@ -509,3 +510,18 @@ def test_flags_with_a_default_say_it_and_the_search_example_needs_no_cleanup() -
     args = parser.parse_args(example[1:])
     demo = load_config(Path(__file__).resolve().parents[1] / args.config)
     assert args.name is not None and args.name != demo.name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_cuda_without_a_cuda_device_is_refused_where_the_run_is_local(
+    command: str, workdir: Path, capsys
+) -> None:
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(_with("train.device", "cuda") | {
+        "methods": {"simclr": {"space": {"batch_size": 32}}}}))
+    before = _snapshot(workdir)
+    code, err = _run([command, str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "train.device: 'cuda' but this machine has no CUDA device" in err
+    assert _snapshot(workdir) == before
