@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from study import checks
-from study.config import ConfigError, StudyConfig, config_as_dict, load_config
+from study.config import ConfigError, StudyConfig, SweepConfig, config_as_dict, load_config
 from study.launch import analyze_command, check_tracking, launch, read_state, resume_state
 from study.settings import study_root
 from tracking import schema
@@ -142,7 +142,7 @@ def run_sweep(
     spec = sweep_spec(config, flags)
     cells = plan_sweep(config, spec)
     tracking_uri = check_tracking(config, address)
-    sweep_config = config.model_copy(update={"name": f"{config.name}-{spec.name}"})
+    sweep_config = sweep_study_config(config, spec)
     root = study_root(sweep_config)
     state = resume_state(sweep_config, root, resume)
     dataset = checks.load_study_dataset(config)
@@ -177,6 +177,16 @@ def run_sweep(
     logger.info("write the table: %s", analyze_command(config.experiment, tracking_uri,
                                                        root / "report"))
     return 0 if failed < len(results) else 1
+
+
+def sweep_study_config(config: StudyConfig, spec: SweepSpec) -> StudyConfig:
+    """The config a sweep runs and saves: named after what it varies, its ``sweep``
+    section the resolved spec (flags included), so that ``--resume`` with other values,
+    seeds or base refuses instead of continuing the saved grid under new flags."""
+    section = SweepConfig(method=spec.method, param=spec.param, values=list(spec.values),
+                          param2=spec.param2, values2=list(spec.values2) or None,
+                          around=spec.around, seeds=spec.seeds)
+    return config.model_copy(update={"name": f"{config.name}-{spec.name}", "sweep": section})
 
 
 def _describe(cell: Mapping[str, Any]) -> str:

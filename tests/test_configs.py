@@ -1,17 +1,20 @@
 """Every config the repository ships validates, and every sweep it describes resolves to
-checked configurations (the GPU-sized paper configs included, without their data)."""
+checked configurations (the GPU-sized paper configs included, without their data); the
+configs that confirmation and a resumed sweep rebuild from a saved study."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from study.config import load_config
+from study.config import ConfigError, config_as_dict, load_config
 from study.confirm import recorded_config
-from study.settings import study_root
-from study.sweep import plan_sweep, sweep_spec
+from study.launch import resume_state
+from study.settings import STUDY_STATE, study_root
+from study.sweep import plan_sweep, sweep_spec, sweep_study_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
@@ -48,3 +51,19 @@ def test_confirmation_finds_the_study_s_places_from_any_directory(tmp_path, monk
     assert config.tracking.tracking_uri == state["tracking_uri"]
     assert config.data.data_dir == origin / "data"
     assert config.search.max_concurrent == 3
+
+
+def test_a_sweep_resumes_only_with_the_grid_it_started(tmp_path) -> None:
+    """The saved config carries the sweep as the flags resolved it: other values are
+    refused on --resume, the same ones resume."""
+    demo = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    flags = {"method": "simclr", "param": "temperature"}
+    started = sweep_study_config(demo, sweep_spec(demo, {**flags, "values": ["0.1", "0.2"]}))
+    root = tmp_path / "sweep"
+    root.mkdir()
+    (root / STUDY_STATE).write_text(json.dumps({"config": config_as_dict(started)}))
+    again = sweep_study_config(demo, sweep_spec(demo, {**flags, "values": ["0.1", "0.2"]}))
+    assert resume_state(again, root, resume=True) is not None
+    other = sweep_study_config(demo, sweep_spec(demo, {**flags, "values": ["0.1", "0.3"]}))
+    with pytest.raises(ConfigError, match=r"--resume: sweep\.values"):
+        resume_state(other, root, resume=True)
