@@ -263,7 +263,9 @@ def rotations(x: Tensor, count: int) -> Tensor:
     """Every image under ``count`` rotations (2: 0 and 180 degrees; 4: multiples of 90;
     8: multiples of 45), rotation-major: rows ``r * N .. (r + 1) * N`` are rotation r.
     Quarter turns are exact; 45-degree ones are resampled with reflected borders, so no
-    black corner gives the angle away."""
+    black corner gives the angle away. Resampling still blurs them a little, which quarter
+    turns are not: a low-level cue that tells the odd rotations from the even ones
+    without looking at the content (the source's four rotations have none)."""
     if count not in (2, 4, 8):
         raise ValueError(f"num_rotations: got {count}, allowed: 2, 4, 8")
     step = 360 // count

@@ -4,10 +4,12 @@ Source: ../shared/seeds/003_c80d734d47a8bbd6.txt ("RotNet pre-training"): every 
 a batch appears under all four rotations (0, 90, 180, 270 degrees), so a batch of N
 images holds 4N examples, and a 4-way classifier on the encoder's output is trained
 with cross entropy against the applied rotation. Two (0, 180) and eight (multiples of 45)
-rotations are options. The source evaluates RotNet with a non-linear head, which is why
-the platform offers the MLP probe (``train.mlp_probe``) and evaluation from an
-intermediate block (``train.eval_layer``); RotNet's last-block features are specialised
-to the rotation task.
+rotations are options; the 45-degree turns are resampled, and their slight blur tells
+them from the exact quarter turns (``augment.rotations``), so with eight a part of the
+task can be solved without the content. The source evaluates RotNet with a non-linear
+head, which is why the platform offers the MLP probe (``train.mlp_probe``) and
+evaluation from an intermediate block (``train.eval_layer``); RotNet's last-block
+features are specialised to the rotation task.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ losses are averaged.
 
 Each patch is cut from its own augmented view of the image. The paper used no other
 augmentation than the patch positions; ``aug_strength`` searches how much more the two
-patches may differ.
+patches may differ in crop and colour. The views also take the augmentation family's
+fixed flips and greyscale (``AugmentationPolicy``) at any strength, so even at 0 the
+two patches are not only two positions of the same image.
 """
 
 from __future__ import annotations
