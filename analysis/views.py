@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 import yaml
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis import plots
@@ -31,6 +30,7 @@ from analysis.method import FINISHED, MethodAnalysis
 from analysis.runs import Experiment
 from analysis.summary import config_value
 from tracking import schema
+from tracking.read import download_artifact
 from tracking.uris import runs_view_url, ui_base
 
 logger = logging.getLogger("sslstudy")
@@ -114,15 +114,14 @@ def study_configs(client: MlflowClient, parents: list[Run], out: Path) -> dict[s
         if run.data.tags.get(schema.TAG_ROLE) != schema.ROLE_STUDY:
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = client.download_artifacts(run.info.run_id, schema.RESOLVED_CONFIG, tmp)
-            except (MlflowException, OSError) as exc:
-                # A study recorded before configs were logged, or whose artifacts are
-                # gone: the report leaves its train command out and says why here.
-                logger.info("no resolved config for study run %s (%s): the report gives "
-                            "no train command for it", run.info.run_id, exc)
+            path = download_artifact(client, run.info.run_id, schema.RESOLVED_CONFIG, tmp)
+            if path is None:
+                # A study recorded before configs were logged: the report leaves its
+                # train command out and says why here.
+                logger.info("no resolved config for study run %s: the report gives no "
+                            "train command for it", run.info.run_id)
                 continue
-            config = yaml.safe_load(Path(path).read_text())
+            config = yaml.safe_load(path.read_text())
         study = run.data.tags.get(schema.TAG_STUDY) or run.info.run_name or run.info.run_id
         target = out / f"config_{study}.yaml"
         target.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -15,6 +15,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 from mlflow.store.tracking.rest_store import RestStore
+from mlflow.tracking import MlflowClient
 
 from tracking import read
 from tracking.errors import TrackingError
@@ -87,38 +88,47 @@ def test_a_file_that_is_not_a_database_is_an_input_error(tmp_path) -> None:
     assert text.read_text() == "not a database\n"
 
 
-def _raising(error: BaseException) -> SimpleNamespace:
-    """A client whose every artifact download fails with ``error``."""
-    def download(run_id, path, directory):
+def _failing_store(error: BaseException) -> SimpleNamespace:
+    """A client whose artifact store fails with ``error``: its listing raises it, and its
+    download reports it as a missing artifact, as MLflow's ``runs:/`` download does."""
+    def fail(*args):
         raise error
 
-    return SimpleNamespace(download_artifacts=download)
+    def download(*args):
+        raise MlflowException(f"failed to download: {error}",
+                              error_code=RESOURCE_DOES_NOT_EXIST)
+
+    return SimpleNamespace(list_artifacts=fail, download_artifacts=download)
 
 
-def _parent() -> SimpleNamespace:
-    return SimpleNamespace(info=SimpleNamespace(run_id="r", start_time=0))
+def _parent(run_id: str = "r") -> SimpleNamespace:
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=0))
 
 
-@pytest.mark.parametrize("error", [
-    MlflowException("no such artifact", error_code=RESOURCE_DOES_NOT_EXIST),
-    FileNotFoundError("search_spaces.json"),
-], ids=["mlflow", "file"])
-def test_a_missing_artifact_is_absent(error: BaseException, monkeypatch) -> None:
-    assert read.recorded_spaces(_raising(error), [_parent()]) == {}
-    monkeypatch.setattr(read, "open_store", lambda uri: _raising(error))
-    assert read.read_artifact("sqlite:///x.db", "r", "report.json") is None
+def test_a_missing_artifact_is_absent_and_a_present_one_is_read(tmp_path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e")).info.run_id
+    client.log_dict(run, {"simclr": {"params": {"lr": {"scale": "log"}}}},
+                    "search_spaces.json")
+    client.log_text(run, "{}", "protocols/table.json")
+    assert read.recorded_spaces(client, [_parent(run)]) == {"simclr": {"lr": {"scale": "log"}}}
+    assert read.read_artifact(uri, run, "protocols/table.json") == b"{}"
+    assert read.read_artifact(uri, run, "protocols/other.json") is None
+    assert read.read_artifact(uri, run, "report.json") is None
+    other = client.create_run(client.get_experiment_by_name("e").experiment_id).info.run_id
+    assert read.recorded_spaces(client, [_parent(other)]) == {}
 
 
 @pytest.mark.parametrize("error", [
     MlflowException("artifact store unreachable", error_code=INTERNAL_ERROR),
     PermissionError("search_spaces.json"),
 ], ids=["mlflow", "os"])
-def test_an_artifact_that_cannot_be_read_is_an_error(error: BaseException,
-                                                     monkeypatch) -> None:
+def test_an_artifact_store_that_fails_is_an_error(error: BaseException, monkeypatch) -> None:
     """Only a missing artifact means "none recorded": a store that fails is reported, not
     read as a study without search spaces or a report without a file."""
     with pytest.raises(type(error)):
-        read.recorded_spaces(_raising(error), [_parent()])
-    monkeypatch.setattr(read, "open_store", lambda uri: _raising(error))
+        read.recorded_spaces(_failing_store(error), [_parent()])
+    monkeypatch.setattr(read, "open_store", lambda uri: _failing_store(error))
     with pytest.raises(type(error)):
         read.read_artifact("sqlite:///x.db", "r", "report.json")

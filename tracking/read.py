@@ -12,7 +12,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from mlflow.entities import Experiment, Run
@@ -35,8 +35,6 @@ BULK_HISTORY_RUNS = 100
 BULK_HISTORY_POINTS = 25_000
 #: Run ids per query of a database store (SQLite allows 32,766 bound variables).
 _SQL_RUNS = 500
-#: MLflow's error code for a run or artifact that does not exist.
-RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 
 
 class HistoryPoint(NamedTuple):
@@ -191,7 +189,7 @@ def recorded_spaces(
     spaces: dict[str, dict[str, dict[str, Any]]] = {}
     for run in sorted(parents, key=lambda r: r.info.start_time or 0):
         with tempfile.TemporaryDirectory() as tmp:
-            path = _download(client, run.info.run_id, schema.SEARCH_SPACES, tmp)
+            path = download_artifact(client, run.info.run_id, schema.SEARCH_SPACES, tmp)
             if path is None:
                 continue  # a parent run of another tool: no spaces recorded
             data = json.loads(path.read_text())
@@ -250,19 +248,18 @@ def read_artifact(tracking_uri: str, run_id: str, path: str) -> bytes | None:
     """The content of a run's artifact, or None when the run has none at ``path``."""
     client = open_store(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        local = _download(client, run_id, path, tmp)
+        local = download_artifact(client, run_id, path, tmp)
         return None if local is None else local.read_bytes()
 
 
-def _download(client: MlflowClient, run_id: str, path: str, directory: str) -> Path | None:
+def download_artifact(client: MlflowClient, run_id: str, path: str,
+                      directory: str) -> Path | None:
     """A run's artifact copied into ``directory``, or None when the run has none at
-    ``path``. Only a missing artifact means none: an unreachable or unreadable artifact
-    store is a failure to report, not an artifact to do without."""
-    try:
-        return Path(client.download_artifacts(run_id, path, directory))
-    except FileNotFoundError:
+    ``path``. Whether it has one is read from the listing of its folder: MLflow's download
+    reports every failure of the artifact store (unreachable, refused) as a missing
+    artifact, and a store that fails must be reported, not read as a run without it."""
+    folder = PurePosixPath(path).parent
+    listed = client.list_artifacts(run_id, None if str(folder) == "." else str(folder))
+    if path not in {item.path for item in listed}:
         return None
-    except MlflowException as exc:
-        if exc.error_code != RESOURCE_DOES_NOT_EXIST:
-            raise
-        return None
+    return Path(client.download_artifacts(run_id, path, directory))
