@@ -7,6 +7,7 @@ every method's search space, has been validated.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import types
 import typing
@@ -511,7 +512,7 @@ def parse_config(
     (a 1-epoch config must not fail on ASHA's grace period)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: the top level must be a mapping, got {type(raw).__name__}")
-    data = dict(raw)
+    data = copy.deepcopy(raw)  # overrides must not reach into the caller's mappings
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(data, dotted, value)

@@ -159,23 +159,32 @@ def recorded_config(root: Path, state: dict[str, Any], max_concurrent: int | Non
                     ) -> StudyConfig:
     """The study's config as it was started, its places pinned to where the study is: the
     saved config holds its paths as the user wrote them, relative to the directory the
-    search ran from, which confirmation, run from anywhere, must not resolve again. That
-    directory is where the study's directory is, less the recorded ``storage_path``; a
-    relative ``data.data_dir`` is taken from there."""
+    search ran from, which confirmation, run from anywhere, must not resolve again. A
+    relative ``data.data_dir`` is taken from the directory the study recorded, or, for a
+    study recorded before it did, from where its directory is less the recorded
+    ``storage_path``."""
     written = state["config"]
     overrides: dict[str, Any] = {"storage_path": str(root.parent),
                                  "tracking.tracking_uri": state["tracking_uri"]}
-    storage = Path(str(written.get("storage_path", "ray_results"))).expanduser()
     data_dir = (written.get("data") or {}).get("data_dir")
     if data_dir is not None and not Path(data_dir).expanduser().is_absolute():
-        if storage.is_absolute() or ".." in storage.parts:
-            origin = Path.cwd()  # the storage path does not say where the search ran
-        else:
-            origin = root.parents[len(storage.parts)]
-        overrides["data.data_dir"] = str(origin / data_dir)
+        overrides["data.data_dir"] = str(_started_in(root, state) / data_dir)
     if max_concurrent:
         overrides["search.max_concurrent"] = max_concurrent
     return parse_config(state["config"], overrides)
+
+
+def _started_in(root: Path, state: dict[str, Any]) -> Path:
+    """The directory the study was started from."""
+    if "working_directory" in state:
+        return Path(state["working_directory"])
+    storage = Path(str(state["config"].get("storage_path", "ray_results"))).expanduser()
+    if storage.is_absolute() or ".." in storage.parts or len(storage.parts) >= len(
+            root.parents):
+        logger.warning("the study at %s does not say which directory it was started from; "
+                       "its relative data.data_dir is read from the current one", root)
+        return Path.cwd()
+    return root.parents[len(storage.parts)]
 
 
 def run_confirm(
@@ -187,6 +196,7 @@ def run_confirm(
     target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
                             state["parent_run_id"])
     tracking_uri = check_tracking(config, address)
+    checks.check_local_device(config, address)
     if (root / CONFIRM).exists() and not resume:
         raise ConfigError(f"STUDY: {str(root)!r} already has confirmation runs; pass --resume "
                           "to continue them")

@@ -89,7 +89,7 @@ def resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any
         if changed:
             raise ConfigError(
                 f"--resume: {changed} differs from the config the study at {str(root)!r} "
-                "started with; resume with the same config"
+                "started with; resume with the same config and flags"
             )
         return state
     if root.exists() and any(root.iterdir()):
@@ -139,7 +139,6 @@ def launch(
 
     starts_local_ray = address is None and not ray.is_initialized()
     if starts_local_ray:
-        checks.check_local_device(config)
         check_fits(config.resources, local_machine(), fixed=True)
 
     def open_parent() -> TrackingTarget:
@@ -174,9 +173,12 @@ def launch(
             raise
         if state is None:
             target = opened if opened is not None else open_parent()
+            # The config's relative paths are relative to where the study was started,
+            # which commands run later from elsewhere (confirm) need to know.
             state = {"config": config_as_dict(config), "tracking_uri": tracking_uri,
                      "experiment_id": target.experiment_id,
-                     "parent_run_id": target.parent_run_id}
+                     "parent_run_id": target.parent_run_id,
+                     "working_directory": str(Path.cwd())}
             (root / STUDY_STATE).write_text(json.dumps(state, indent=2))
         else:
             target = TrackingTarget(state["tracking_uri"], state["experiment_id"],

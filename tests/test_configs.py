@@ -49,8 +49,11 @@ def test_confirmation_finds_the_study_s_places_from_any_directory(tmp_path, monk
     config = recorded_config(root, state, max_concurrent=3)
     assert study_root(config) == root
     assert config.tracking.tracking_uri == state["tracking_uri"]
-    assert config.data.data_dir == origin / "data"
+    assert config.data.data_dir == origin / "data"  # from the storage path (older studies)
     assert config.search.max_concurrent == 3
+    # A study records where it was started: through a symbolic link, say.
+    started = {**state, "working_directory": str(tmp_path / "link")}
+    assert recorded_config(root, started, None).data.data_dir == tmp_path / "link" / "data"
 
 
 def test_a_sweep_resumes_only_with_the_grid_it_started(tmp_path) -> None:
