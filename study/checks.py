@@ -197,12 +197,12 @@ def check_batch_sizes(
             )
 
 
-def check_local_device(config: StudyConfig) -> None:
+def check_local_device(config: StudyConfig, address: str | None) -> None:
     """``train.device: cuda`` needs a CUDA device where the run trains. Checked where that
-    is this machine (``sslstudy train``, a study on a Ray of its own), where every trial
-    would otherwise fail at its first step; on a cluster the workers, not the driver,
-    have the GPUs."""
-    if config.train.device != "cuda":
+    is this machine (``sslstudy train``, no ``--address``), where every trial would
+    otherwise fail at its first step, before the dataset is loaded (or downloaded); on a
+    cluster the workers, not the driver, have the GPUs."""
+    if config.train.device != "cuda" or address is not None:
         return
     import torch
 

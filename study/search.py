@@ -58,6 +58,7 @@ def run_search(
                 "use `sslstudy train` for a single configuration"
             )
     tracking_uri = check_tracking(config, address)
+    checks.check_local_device(config, address)
     root = study_root(config)
     state = resume_state(config, root, resume)
     legacy = legacy_tuners(config, spaces) if state is not None else []

@@ -142,6 +142,7 @@ def run_sweep(
     spec = sweep_spec(config, flags)
     cells = plan_sweep(config, spec)
     tracking_uri = check_tracking(config, address)
+    checks.check_local_device(config, address)
     sweep_config = sweep_study_config(config, spec)
     root = study_root(sweep_config)
     state = resume_state(sweep_config, root, resume)

@@ -44,7 +44,7 @@ def run_train(
 
     config = load_config(config_path, overrides, single_run=True)
     method = _pick_method(config, method)
-    checks.check_local_device(config)
+    checks.check_local_device(config, address=None)
     space = config.spaces()[method]
     given = {**space.defaults(declared_hyperparameters(method)), **params}
     try:
