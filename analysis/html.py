@@ -305,9 +305,9 @@ fewer epochs than finished ones, so each method is compared at one budget (given
 every table and figure), full budget where enough trials reached it. Importance is the
 share of the metric's variance a parameter explains on its own search scale, with a 95%
 bootstrap interval; a parameter <i>matters</i> when its importance clears what the same
-analysis gives it when it has no effect, under permutation nulls that keep the parameters'
-correlations ({ALPHA:.0%} for all parameters together). The seed noise
-is the spread of runs that differ only in their seed.</p>
+analysis gives it when it has no effect, under two permutation nulls, one of which keeps
+its correlation with the other parameters ({ALPHA:.0%} for all parameters together). The
+seed noise is the spread of runs that differ only in their seed.</p>
 <h2>Summary</h2>
 {"".join(_summary(a, metric, views.methods.get(a.method)) for a in analyses)}
 <h2>Overview</h2>

@@ -71,7 +71,7 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if validation(metric) != metric and validation(metric) in data.metrics:
+    if metric in schema.SEARCH_METRICS and validation(metric) in data.metrics:
         # Hyperparameters are never selected on the test split; analysing a test score is
         # fine for sensitivity, but the best and recommended configurations are chosen on it.
         warning = (f"{metric} is scored on the test split: the best and recommended "

@@ -338,7 +338,8 @@ def _global_rng(device: torch.device) -> dict[str, Tensor]:
     """Torch's global random state (the CPU's, and the device's on a GPU): what methods
     draw from inside their step (MoCo's key shuffle, Deep InfoMax's prior samples, the
     layer-wise triplet's negatives), saved so that a resumed trial draws on as the
-    uninterrupted one would."""
+    uninterrupted one would. A data-parallel trial saves rank 0's, which every rank
+    restores, as with the view generator: exact for one process, close for several."""
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
