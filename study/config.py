@@ -22,8 +22,10 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from search_spaces import SearchSpace, SearchSpaceError, build_space
 from study.errors import ConfigError
@@ -46,6 +48,18 @@ from trainables.methods import METHODS
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pydantic's lax mode reads ``true`` as 1 for a number: ``epochs: true`` would
+        train one epoch. A boolean is accepted only where the field takes one."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if _is_number(annotation) and not _admits_bool(annotation):
+                raise PydanticCustomError("bool_for_number",
+                                          "Input should be a number, not true or false")
+        return value
 
 
 class DataConfig(_Strict):
@@ -477,6 +491,24 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
             return []
         model = annotation
     return list(model.model_fields)
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field of this type takes a number (int or float, or a union with one)."""
+    if annotation is int or annotation is float:
+        return True
+    return any(_is_number(arg) for arg in typing.get_args(annotation))
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes ``true``/``false``: bool, Any, or a union or
+    literal that holds one."""
+    if annotation is bool or annotation is Any:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(arg, bool) for arg in args)
+    return any(_admits_bool(arg) for arg in args)
 
 
 def _one_line(error: ValidationError) -> str:
