@@ -171,8 +171,14 @@ def analyse_method(
     groups = configurations(usable, [p for p in experiment.params if p in usable])
     per_config = usable.groupby(groups.to_numpy())[["budget", "max_budget"]].max()
     budget = choose_budget(per_config, budget_request, len(params))
-    analysis.budget, analysis.usable, analysis.params = budget, usable, params
     scored = score(usable, experiment.history, metric, budget.budget, experiment.params)
+    if scored.runs.empty:
+        # Runs that trained that long but first evaluated later (an evaluation every few
+        # epochs): nothing to compare there.
+        analysis.notes.append(f"no run reported {metric} at or before {budget.budget:g} "
+                              "epochs: choose a larger --budget")
+        return analysis
+    analysis.budget, analysis.usable, analysis.params = budget, usable, params
     analysis.scored = scored
     analysis.noise = noise_floor(scored.y, scored.groups)
     analysis.recommendation = recommend(scored.frame, scored.scores, scored.counts, params,

@@ -200,3 +200,13 @@ def test_analysing_a_test_split_score_warns_that_selection_uses_it(tmp_path: Pat
                      metric, "--out", str(out)]) == 0
         text = (out / "report.html").read_text()
         assert ("is scored on the test split" in text) == warned, metric
+
+
+def test_a_budget_before_the_first_evaluation_says_so(foreign_experiment: str,
+                                                       tmp_path: Path) -> None:
+    """Every run trained past 0.5 epochs, none reported before its first evaluation at 1:
+    the report says there is nothing to compare there, instead of comparing no runs."""
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
+                 "--metric", "val_acc", "--budget", "0.5", "--out", str(out)]) == 0
+    assert "no run reported val_acc at or before 0.5 epochs" in (out / "report.html").read_text()
