@@ -85,7 +85,7 @@ class TrainConfig(_Strict):
     backbone: Literal[BACKBONES] = "small_cnn"  # type: ignore[valid-type]
     epochs: int = Field(10, ge=1, le=100_000)
     eval_every: int = Field(1, ge=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
     warmup_epochs: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     knn_k: int = Field(200, ge=1)

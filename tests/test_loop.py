@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -19,15 +20,17 @@ def _simclr(dataset):
     return make_method("simclr", dataset)
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco"])
+@pytest.mark.parametrize(("name", "optimizer"),
+                         [("simclr", "adamw"), ("moco", "adamw"), ("simclr", "lars")])
 def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(
-    tiny_shapes_val, name: str
+    tiny_shapes_val, name: str, optimizer: str
 ) -> None:
     """MoCo also draws from torch's global random state in its step (the key shuffle):
-    the checkpoint carries that state too."""
+    the checkpoint carries that state too. LARS keeps its momentum in the checkpoint."""
     tiny_shapes = tiny_shapes_val
+    settings = dataclasses.replace(SETTINGS, optimizer=optimizer)
     states, results = train_keeping_checkpoints(make_method(name, tiny_shapes), tiny_shapes,
-                                                TRAINING, SETTINGS)
+                                                TRAINING, settings)
     state = states[1]
     resumed: dict[int, dict] = {}
     fresh = make_method(name, tiny_shapes)
@@ -35,7 +38,7 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(
         for p in fresh.parameters():
             p.add_(1.0)
     torch.manual_seed(123)  # a resumed trial's process starts from its seed, not from here
-    train(fresh, tiny_shapes, TRAINING, SETTINGS,
+    train(fresh, tiny_shapes, TRAINING, settings,
           lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)
     assert sorted(resumed) == [2, 3]
     for epoch in (2, 3):
@@ -111,3 +114,15 @@ def test_evaluation_does_not_change_what_training_draws(tiny_shapes_val) -> None
               lambda r, results=results: results.setdefault(r.epoch, r.metrics))
         losses[probe] = results[2]["loss"]
     assert losses["every"] == losses["never"]
+
+
+def test_lars_learns(tiny_shapes_val) -> None:
+    """SimCLR under LARS at its own learning-rate scale: the loss falls."""
+    settings = LoopSettings(epochs=3, eval_every=3, seed=0, linear_probe="never",
+                            optimizer="lars")
+    training = dataclasses.replace(TRAINING, lr=1.0)
+    torch.manual_seed(0)
+    losses: dict[int, float] = {}
+    train(make_method("simclr", tiny_shapes_val), tiny_shapes_val, training, settings,
+          lambda r: losses.setdefault(r.epoch, r.metrics["loss"]))
+    assert losses[3] < losses[1] - 0.1

@@ -5,7 +5,8 @@ for the names of what it reports, and ``search_spaces`` for hyperparameter decla
 
 - ``data`` (in-memory uint8 datasets), ``augment`` (batched, on-device augmentation and
   pretext transforms), ``backbones``, ``heads``, ``losses`` (pure functions on tensors),
-  ``distributed`` (the gather with gradient), ``evaluation`` (kNN, probes),
+  ``optim`` (LARS), ``distributed`` (the gather with gradient), ``evaluation`` (kNN,
+  probes),
   ``protocols/`` (the source documents' evaluation protocols: fine-tuning with few
   labels, pruning with quantization, retrieval, embedding maps);
 - ``methods/`` (one file per method over the ``SSLMethod`` contract; the registry and

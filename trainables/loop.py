@@ -39,6 +39,7 @@ from trainables.evaluation import (
 )
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.methods.base import SSLMethod
+from trainables.optim import LARS, lars_groups
 from trainables.protocols import ProtocolSettings, evaluate_protocols
 
 #: The batch size at which ``lr`` is the learning rate when it is scaled with the batch.
@@ -57,7 +58,7 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class LoopSettings:
     epochs: int
     eval_every: int = 1
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
     warmup_epochs: int = 0
     device: str = "cpu"
     seed: int = 0
@@ -176,9 +177,12 @@ def _optimizer(
 ) -> torch.optim.Optimizer:
     """The configured optimiser; on CUDA its fused kernel (one launch for all parameters,
     and fp16's gradient scaler then checks for infs without waiting for the GPU). On the
-    CPU the default implementation, so CPU results stay as they were."""
-    params = [p for p in method.parameters() if p.requires_grad]
+    CPU the default implementation, so CPU results stay as they were. LARS, as SimCLR
+    uses it, leaves biases and normalisation parameters out of its decay and trust ratio."""
     lr = scaled_lr(training, settings)
+    if settings.optimizer == "lars":
+        return LARS(lars_groups(method, training.weight_decay), lr=lr, momentum=0.9)
+    params = [p for p in method.parameters() if p.requires_grad]
     fused = True if device.type == "cuda" else None
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=training.weight_decay,
