@@ -126,7 +126,7 @@ CONFIG_CASES = [
     (_with("data", {"dataset": "image_folder", "data_dir": "/proc/version"}),
      "data.data_dir '/proc/version' does not exist or is not a directory"),
     (_with("train.eval_every", 0), "train.eval_every: Input should be greater than or equal to 1"),
-    (_with("train.optimizer", "adam"), "train.optimizer: Input should be 'adamw' or 'sgd'"),
+    (_with("train.optimizer", "adam"), "train.optimizer: Input should be 'adamw', 'sgd' or 'lars'"),
     (_with("train.warmup_epochs", -1), "train.warmup_epochs: Input should be greater than"),
     (_with("train.warmup_epochs", 2), "train.warmup_epochs: must be below epochs (2)"),
     (_with("train.device", "tpu"), "train.device: Input should be 'auto', 'cpu' or 'cuda'"),
