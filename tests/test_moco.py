@@ -95,3 +95,19 @@ def test_forward_contrasts_with_the_queue_as_it_was_before_this_batch() -> None:
     assert not torch.allclose(moco.queue, queue_before)  # the batch's keys went in
     torch.testing.assert_close(loss, info_nce(queries, keys, queue_before, temperature))
     assert not torch.allclose(loss, info_nce(queries, keys, moco.queue, temperature))
+
+
+def test_the_source_s_linear_projector_is_one_layer_followed_by_its_key_copy() -> None:
+    """MoCo as the source describes it ("does not employ a MLP at the output"): one linear
+    layer on each encoder, the key side a momentum copy of the query side."""
+    moco = make_moco(projector="linear", momentum=0.5)
+    assert isinstance(moco.projector, nn.Linear) and moco.projector.out_features == 3
+    assert isinstance(moco.key_projector, nn.Linear)
+    with torch.no_grad():
+        moco.projector.weight.add_(1.0)
+    before = moco.key_projector.weight.detach().clone()
+    moco.momentum_update()
+    torch.testing.assert_close(moco.key_projector.weight,
+                               0.5 * before + 0.5 * moco.projector.weight.detach())
+    moco([torch.randn(4, 3, 2, 2), torch.randn(4, 3, 2, 2)]).backward()
+    assert moco.projector.weight.grad is not None

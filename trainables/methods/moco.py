@@ -3,7 +3,10 @@
 Source: ../shared/seeds/001_a60f3e13f8331ac6.txt ("Algorithm MoCo" and "Loss Function"):
 the key encoder follows the query encoder as theta_k <- m theta_k + (1 - m) theta_q, and
 each query is contrasted with InfoNCE against its positive key and the K keys of the
-dictionary. The v2 form adds SimCLR's projection MLP on both encoders. Following
+dictionary. The source's MoCo "does not employ a MLP at the output": its encoders end in
+one linear layer (``projector: linear``, MoCo v1). The v2 form, the default, puts
+SimCLR's projection MLP there instead; the choice is a hyperparameter, so a study can
+measure what the MLP buys. Following
 facebookresearch/moco, the momentum update happens right before keys are computed, keys
 are computed without gradient, and the newest keys replace the oldest in the queue after
 the loss is formed.
@@ -44,8 +47,13 @@ class MoCo(SSLMethod):
             "float", 0.99, "key-encoder momentum m", low=0.0, high=1.0, high_open=True
         ),
         "queue_size": Hyperparameter("int", 4096, "number K of negative keys in the queue", low=1),
-        "proj_hidden_dim": Hyperparameter("int", 512, "hidden width of the projection MLP", low=1),
-        "proj_dim": Hyperparameter("int", 128, "output width of the projection MLP", low=1),
+        "projector": Hyperparameter(
+            "choice", "mlp", "output head: SimCLR's MLP (v2) or one linear layer (v1, the "
+            "source's)", choices=("mlp", "linear"),
+        ),
+        "proj_hidden_dim": Hyperparameter("int", 512, "hidden width of the projection MLP "
+                                          "(unused by a linear projector)", low=1),
+        "proj_dim": Hyperparameter("int", 128, "output width of the projector", low=1),
         "symmetric": Hyperparameter("bool", False, "also contrast view 2 queries with view 1 keys"),
         "bn_splits": Hyperparameter(
             "int", 4, "shuffle-BN: BatchNorm groups the batch is split into (1 disables)", low=1
@@ -54,8 +62,9 @@ class MoCo(SSLMethod):
 
     def build(self) -> None:
         values = self.values
-        self.projector = projection_mlp(
-            self.feature_dim, values["proj_hidden_dim"], values["proj_dim"]
+        self.projector = (
+            nn.Linear(self.feature_dim, values["proj_dim"]) if values["projector"] == "linear"
+            else projection_mlp(self.feature_dim, values["proj_hidden_dim"], values["proj_dim"])
         )
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
