@@ -1,4 +1,4 @@
-"""MoCo (v2 form): a momentum key encoder and a FIFO queue of negative keys.
+"""MoCo: a momentum key encoder and a FIFO queue of negative keys (v2's MLP by default).
 
 Source: ../shared/seeds/001_a60f3e13f8331ac6.txt ("Algorithm MoCo" and "Loss Function"):
 the key encoder follows the query encoder as theta_k <- m theta_k + (1 - m) theta_q, and
