@@ -46,10 +46,11 @@ def analyze_command(experiment: str, tracking_uri: str, out: Path) -> str:
 
 
 def check_tracking(config: StudyConfig, address: str | None) -> str:
-    """The tracking URI, made absolute, once the store and the Ray address are usable."""
+    """The tracking URI, made absolute, once the store and the Ray address are usable (the
+    address first: it reads nothing and writes nothing)."""
+    checks.check_address(address)
     tracking_uri = checks.check_tracking_uri(config.tracking.tracking_uri)
     checks.check_experiment(tracking_uri, config.experiment)
-    checks.check_address(address)
     return tracking_uri
 
 

@@ -528,3 +528,16 @@ def test_cuda_without_a_cuda_device_is_refused_where_the_run_is_local(
     assert code == 2 and err.count("\n") == 1, err
     assert "train.device: 'cuda' but this machine has no CUDA device" in err
     assert _snapshot(workdir) == before
+
+
+def test_an_empty_tracking_file_stays_empty_when_the_input_is_refused(workdir: Path,
+                                                                       capsys) -> None:
+    """``touch mlflow.db``: MLflow would write its tables into the empty file as soon as
+    the store is opened; a study refused for another reason leaves it empty."""
+    config = _write_base(workdir)
+    (workdir / "mlflow.db").touch()
+    for args, message in ((["--address", "127.0.0.1:1"], "--address: no Ray cluster"),
+                          (["--storage-path", "/proc/sslstudy"], "storage_path: cannot")):
+        code, err = _run(["search", str(config), *args], capsys)
+        assert code == 2 and message in err, err
+        assert (workdir / "mlflow.db").stat().st_size == 0

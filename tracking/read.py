@@ -48,11 +48,12 @@ class HistoryPoint(NamedTuple):
 
 
 def open_store(tracking_uri: str, field: str = "--tracking-uri") -> MlflowClient:
-    """A client of an existing store: a missing SQLite file is an error, not a new store
-    (MLflow would create an empty one), and so is a file that is not an SQLite database.
+    """A client of an existing store: a missing or empty SQLite file is an error, not a new
+    store (MLflow would create its tables), and so is a file that is not an SQLite
+    database.
     ``field`` is where the URI came from, for the message."""
     path = sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
         raise TrackingError(f"{field}: no MLflow database at {str(path)!r}")
     try:
         return MlflowClient(tracking_uri)

@@ -211,11 +211,12 @@ def get_or_create_experiment(tracking_uri: str, name: str) -> str:
 
 def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
     """Whether ``name`` is an experiment deleted in MLflow (its name stays reserved, and
-    runs logged into it are hidden in the UI). A SQLite store that does not exist yet is
-    not opened (that would create it); a file that is not an SQLite database is an input
-    error (``tracking.tracking_uri``)."""
+    runs logged into it are hidden in the UI). A SQLite store that does not exist yet, or
+    an empty file (``touch mlflow.db``), holds no experiment and is not opened: MLflow
+    would write its tables into it, before the study's other checks have passed. A file
+    that is not an SQLite database is an input error (``tracking.tracking_uri``)."""
     path = sqlite_path(tracking_uri)
-    if path is not None and not path.is_file():
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
         return False
     found = open_store(tracking_uri, field="tracking.tracking_uri").get_experiment_by_name(name)
     return found is not None and found.lifecycle_stage == "deleted"
