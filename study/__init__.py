@@ -6,7 +6,8 @@
   apart so the CLI can catch it without importing the schema.
 - ``settings``: a config in the terms of the layers below (loop and trial settings,
   where the study lives).
-- ``checks``: every input check that runs before anything is written or started.
+- ``checks``: every input check that runs before anything is written or started;
+  ``paths``: those of the places a command writes to (no torch, for ``tracking-server``).
 - ``cluster``: the Ray session, what a trial asks of the cluster, shared storage.
 - ``launch``: what ``search``, ``confirm`` and ``sweep`` share (the checks before a
   start, the study directory's state for ``--resume``, the launch itself).

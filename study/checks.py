@@ -2,21 +2,19 @@
 tracking store, the study directory, the dataset, the batch sizes it must hold and the
 methods' patch geometry on its images.
 
-Each failure is a ``ConfigError`` naming the key or flag and what is allowed. Probing a
-directory creates and removes a temporary one, so nothing is left behind.
+Each failure is a ``ConfigError`` naming the key or flag and what is allowed. The checks
+of the places a command writes to are in ``paths``.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import socket
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from search_spaces import SearchSpace
+from study import paths
 from study.config import ConfigError, StudyConfig
 from tracking.errors import TrackingError
 from tracking.runs import is_deleted_experiment
@@ -34,27 +32,6 @@ from trainables.hyperparameters import declared_hyperparameters
 from trainables.methods import method_class
 
 
-def check_creatable_dir(field: str, path: Path) -> None:
-    """``path`` exists as a writable directory or can be created: its nearest existing
-    ancestor must let a directory be made in it (tried, then removed), which also catches
-    file systems that refuse writes whatever the permission bits say (``/proc``, a
-    read-only mount, running as root)."""
-    ancestor = path
-    while not ancestor.exists():
-        if ancestor.parent == ancestor:
-            break
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"{field}: {str(ancestor)!r} is not a directory")
-    try:
-        probe = tempfile.mkdtemp(prefix=".sslstudy-probe-", dir=ancestor)
-    except OSError as exc:
-        raise ConfigError(
-            f"{field}: cannot create directories in {str(ancestor)!r} ({exc.strerror})"
-        ) from None
-    os.rmdir(probe)
-
-
 def check_tracking_uri(uri: str) -> str:
     """The URI made absolute; a tracking server must answer and a SQLite file's directory
     must be creatable."""
@@ -68,7 +45,7 @@ def check_tracking_uri(uri: str) -> str:
     elif database is not None:
         if database.exists() and not database.is_file():
             raise ConfigError(f"tracking.tracking_uri: {str(database)!r} is not a file")
-        check_creatable_dir("tracking.tracking_uri", database.parent)
+        paths.check_creatable_dir("tracking.tracking_uri", database.parent)
     elif not resolved.startswith(("postgresql", "mysql", "databricks")):
         raise ConfigError(
             f"tracking.tracking_uri: unsupported {uri!r}; use sqlite:///FILE.db locally or "
@@ -88,11 +65,6 @@ def check_experiment(uri: str, experiment: str) -> None:
         )
 
 
-def prepare_sqlite_dir(uri: str) -> None:
-    """Create the SQLite file's directory (after every check has passed)."""
-    database = sqlite_path(uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
 
 
 def check_address(address: str | None) -> None:

@@ -360,7 +360,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_tracking_server(args: argparse.Namespace) -> int:
-    from study.checks import prepare_sqlite_dir
+    from study.paths import prepare_sqlite_dir
     from tracking.server import run_server, server_command
 
     _check_server_stores(args.backend_store_uri, args.artifacts_destination)
@@ -387,8 +387,8 @@ def _check_server_stores(backend_store_uri: str, artifacts_destination: str) -> 
     server's to reach."""
     from urllib.parse import urlparse
 
-    from study.checks import check_creatable_dir
     from study.errors import ConfigError
+    from study.paths import check_creatable_dir
     from tracking.uris import sqlite_path
 
     database = sqlite_path(backend_store_uri)

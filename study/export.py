@@ -23,7 +23,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from study import checks
+from study import paths
 from study.errors import ConfigError
 from tracking import schema
 from tracking.deepcave import CROSS_METHOD, deepcave_run, write_run
@@ -63,7 +63,7 @@ def run_export(tracking_uri: str, experiment: str, method: str | None, fmt: str,
                               "directory)")
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError(f"--out: {str(out)!r} exists and is not an empty directory")
-        checks.check_creatable_dir("--out", out)
+        paths.check_creatable_dir("--out", out)
     tracking_uri = resolve_tracking_uri(tracking_uri)
     client = open_store(tracking_uri)
     found = find_experiment(client, experiment)

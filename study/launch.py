@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study import checks
+from study import checks, paths
 from study.cluster import (
     check_fits,
     check_shared_storage,
@@ -83,7 +83,7 @@ def read_state(root: Path, flag: str = "--resume") -> dict[str, Any]:
 def resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any] | None:
     """The saved state of the study to resume, or None for a new one (whose directory
     must not already hold one)."""
-    checks.check_creatable_dir("storage_path", root)
+    paths.check_creatable_dir("storage_path", root)
     if resume:
         state = read_state(root)
         changed = _changed_field(state["config"], config_as_dict(config))
@@ -143,7 +143,7 @@ def launch(
         check_fits(config.resources, local_machine(), fixed=True)
 
     def open_parent() -> TrackingTarget:
-        checks.prepare_sqlite_dir(tracking_uri)
+        paths.prepare_sqlite_dir(tracking_uri)
         return start_parent()
 
     with ExitStack() as stack:

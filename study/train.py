@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from study import checks
+from study import checks, paths
 from study.config import ConfigError, StudyConfig, config_as_dict, load_config
 from study.settings import trial_settings
 from tracking import schema
@@ -57,7 +57,7 @@ def run_train(
     checks.check_batch_size("batch_size", hyperparameters.training.batch_size, dataset)
     checks.check_image_size("--param", method, hyperparameters.method, dataset)
 
-    checks.prepare_sqlite_dir(tracking_uri)
+    paths.prepare_sqlite_dir(tracking_uri)
     experiment_id = get_or_create_experiment(tracking_uri, config.experiment)
     settings = trial_settings(config, method, space, TrackingTarget(tracking_uri, experiment_id),
                               run_kind=schema.KIND_TRAIN)

@@ -1,0 +1,42 @@
+"""Checks and preparations of the places a command writes to, apart from ``checks`` so that
+commands with nothing to train (``tracking-server``) use them without importing torch.
+
+May import: the standard library, ``study.errors`` and ``tracking.uris``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from study.errors import ConfigError
+from tracking.uris import sqlite_path
+
+
+def check_creatable_dir(field: str, path: Path) -> None:
+    """``path`` exists as a writable directory or can be created: its nearest existing
+    ancestor must let a directory be made in it (tried, then removed), which also catches
+    file systems that refuse writes whatever the permission bits say (``/proc``, a
+    read-only mount, running as root)."""
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{field}: {str(ancestor)!r} is not a directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=".sslstudy-probe-", dir=ancestor)
+    except OSError as exc:
+        raise ConfigError(
+            f"{field}: cannot create directories in {str(ancestor)!r} ({exc.strerror})"
+        ) from None
+    os.rmdir(probe)
+
+
+def prepare_sqlite_dir(uri: str) -> None:
+    """Create the SQLite file's directory (after every check has passed)."""
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
