@@ -53,8 +53,10 @@ class _Strict(BaseModel):
     @classmethod
     def _no_boolean_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         """Pydantic's lax mode reads ``true`` as 1 for a number: ``epochs: true`` would
-        train one epoch. A boolean is accepted only where the field takes one."""
-        if isinstance(value, bool) and info.field_name is not None:
+        train one epoch, ``fractions: [true]`` fine-tune on every label. A boolean, alone
+        or in a list, is accepted only where the field takes one."""
+        given = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in given) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
             if _is_number(annotation) and not _admits_bool(annotation):
                 raise PydanticCustomError("bool_for_number",
