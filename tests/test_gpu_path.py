@@ -84,13 +84,16 @@ def _resume_is_exact(dataset, settings: LoopSettings) -> dict:
     return state
 
 
-def test_fp16_with_gradient_scaling_resumes_exactly(tiny_shapes, monkeypatch) -> None:
-    """fp16's gradient scaler is checkpointed and restored. The config refuses fp16 on a
-    CPU, where its convolutions are emulated (minutes for this test); the loop runs it
+@pytest.mark.parametrize("optimizer", ["adamw", "lars"])
+def test_fp16_with_gradient_scaling_resumes_exactly(tiny_shapes, monkeypatch,
+                                                    optimizer: str) -> None:
+    """fp16's gradient scaler is checkpointed and restored, with the fused AdamW and with
+    LARS (which the scaler unscales before it steps). The config refuses fp16 on a CPU,
+    where its convolutions are emulated (minutes for this test); the loop runs it
     anywhere, so here the scaler runs as for fp16 over bf16 arithmetic."""
     monkeypatch.setitem(loop._AUTOCAST_DTYPES, "fp16", torch.bfloat16)
     settings = LoopSettings(epochs=3, seed=0, linear_probe="never", mlp_probe="never",
-                            knn_k=20, precision="fp16")
+                            knn_k=20, precision="fp16", optimizer=optimizer)
     state = _resume_is_exact(tiny_shapes, settings)
     assert state["grad_scaler"]["scale"] > 0
 
@@ -126,9 +129,10 @@ def test_auto_settings_train_on_the_gpu(tiny_shapes) -> None:
 
 
 @CUDA
-def test_fp16_on_the_gpu_resumes_exactly(tiny_shapes) -> None:
+@pytest.mark.parametrize("optimizer", ["adamw", "lars"])
+def test_fp16_on_the_gpu_resumes_exactly(tiny_shapes, optimizer: str) -> None:
     settings = LoopSettings(epochs=3, seed=0, linear_probe="never", mlp_probe="never",
-                            knn_k=20, precision="fp16", device="cuda")
+                            knn_k=20, precision="fp16", device="cuda", optimizer=optimizer)
     _resume_is_exact(tiny_shapes, settings)
 
 

@@ -13,11 +13,12 @@ from torch import nn
 from trainables.optim import LARS, TRUST_COEFFICIENT, lars_groups
 
 
-def _numpy_lars(w: np.ndarray, grads: list[np.ndarray], lr: float, momentum: float,
+def _numpy_lars(w: np.ndarray, grads: list[np.ndarray], lrs: list[float], momentum: float,
                 weight_decay: float, adapt: bool) -> np.ndarray:
-    """The rule, step by step: decay, trust ratio, momentum on the scaled step."""
+    """The rule, step by step: decay, trust ratio, momentum on the scaled step (the step's
+    own learning rate inside the momentum, as SimCLR's schedule gives it)."""
     v = np.zeros_like(w)
-    for g in grads:
+    for g, lr in zip(grads, lrs, strict=True):
         g = g + weight_decay * w
         ratio = 1.0
         if adapt and np.linalg.norm(w) > 0 and np.linalg.norm(g) > 0:
@@ -28,17 +29,22 @@ def _numpy_lars(w: np.ndarray, grads: list[np.ndarray], lr: float, momentum: flo
 
 
 @pytest.mark.parametrize("adapt", [True, False])
-def test_three_steps_follow_the_rule(adapt: bool) -> None:
+def test_three_steps_follow_the_rule_under_a_schedule(adapt: bool) -> None:
+    """The loop's schedule sets each group's learning rate before every step."""
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(4, 3))
     grads = [rng.normal(size=(4, 3)) for _ in range(3)]
+    factors = [1.0, 0.5, 0.2, 0.1]  # the last is set after the last step
     w = torch.tensor(w0, requires_grad=True)
     optimizer = LARS([{"params": [w], "adapt": adapt}], lr=0.5, momentum=0.9,
                      weight_decay=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factors[step])
     for g in grads:
         w.grad = torch.tensor(g)
         optimizer.step()
-    expected = _numpy_lars(w0, grads, lr=0.5, momentum=0.9, weight_decay=1e-2, adapt=adapt)
+        schedule.step()  # the loop steps it after every optimiser step
+    expected = _numpy_lars(w0, grads, [0.5 * f for f in factors[:3]], momentum=0.9,
+                           weight_decay=1e-2, adapt=adapt)
     np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-12)
 
 

@@ -22,7 +22,10 @@ TRAINING_HYPERPARAMETERS: Mapping[str, Hyperparameter] = MappingProxyType({
     "lr": Hyperparameter(
         "float", 1e-3, "peak learning rate of the cosine schedule", low=0.0, low_open=True
     ),
-    "weight_decay": Hyperparameter("float", 1e-5, "decoupled weight decay", low=0.0),
+    "weight_decay": Hyperparameter(
+        "float", 1e-5, "weight decay: decoupled (adamw), added to the gradient (sgd, lars; "
+        "lars leaves biases and normalisation out)", low=0.0,
+    ),
     "batch_size": Hyperparameter("int", 256, "images per optimisation step (before views)",
                                  low=2),
     "aug_strength": Hyperparameter(
