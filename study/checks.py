@@ -65,8 +65,6 @@ def check_experiment(uri: str, experiment: str) -> None:
         )
 
 
-
-
 def check_address(address: str | None) -> None:
     """A ``HOST:PORT`` Ray address must accept connections: ``ray.init`` would otherwise
     retry for minutes before failing."""

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("study", "analysis", "tracking", "trainables", "search_spaces")
 #: Modules of the trainables package above the torch core.
 TRAINABLES_TOP = {"trainables.trainable", "trainables.recording", "trainables.local_run"}
+#: Modules of the study package that commands with nothing to train use (the CLI's
+#: input error, the checks of the places a command writes to): no torch, Ray or MLflow.
+STUDY_LIGHT = {"study.errors", "study.paths"}
 #: Modules of the tracking package that import nothing (usable by every layer).
 TRACKING_PLAIN = {"tracking", "tracking.schema", "tracking.errors"}
 HEAVY = ("torch", "ray", "mlflow", "optuna")
@@ -44,6 +47,8 @@ def layer(module: str) -> tuple[int, str]:
     """(rank, group): a module may import only from lower ranks, or from its own group."""
     if module == "study.cli":
         return 6, "cli"
+    if module in STUDY_LIGHT:
+        return 4, "study-light"
     if module.startswith("study"):
         return 5, "study"
     if module.startswith("analysis"):
@@ -67,6 +72,7 @@ def forbidden(module: str) -> set[str]:
     rules = {
         "cli": {"torch", "ray", "mlflow", "optuna", "analysis", "trainables", "pandas"},
         "study": {"analysis"},
+        "study-light": set(HEAVY) | {"analysis", "trainables"},
         "analysis": {"torch", "ray", "study", "trainables"},
         "trainables-top": {"optuna", "study", "analysis"},
         "tracking": {"torch", "ray", "optuna", "study", "analysis", "trainables",
@@ -79,6 +85,9 @@ def forbidden(module: str) -> set[str]:
         rules = rules - {"optuna"}
     if module in ("trainables.recording", "trainables.local_run"):
         rules = rules | {"ray"}
+    if group == "study-light":
+        # Importing it imports its package, whose __init__ is a docstring.
+        project_above = project_above - {"study"}
     return rules | project_above
 
 
