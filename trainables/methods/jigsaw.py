@@ -45,6 +45,11 @@ def maximal_hamming_permutations(count: int, seed: int = 0) -> np.ndarray:
     return every[chosen].astype(np.int64)
 
 
+def grid_span(tile: int, slack: int) -> int:
+    """Side of the region the 3x3 grid of cells covers: each cell a tile and its play."""
+    return 3 * (tile + slack)
+
+
 class Jigsaw(SSLMethod):
     name = "jigsaw"
     source = "001_a60f3e13f8331ac6.txt (jigsaw among the pretext tasks; Noroozi & Favaro)"
@@ -62,11 +67,12 @@ class Jigsaw(SSLMethod):
     @classmethod
     def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
         tile, slack = values["tile_size"], values["tile_slack"]
-        if 3 * (tile + slack) > image_size:
+        span = grid_span(tile, slack)
+        if span > image_size:
             raise ValueError(
                 f"tile_size and tile_slack: the 3x3 grid of {tile + slack}-pixel cells "
-                f"({tile}-pixel tiles with {slack} pixels of play) spans "
-                f"{3 * (tile + slack)} pixels, more than the {image_size}-pixel images"
+                f"({tile}-pixel tiles with {slack} pixels of play) spans {span} pixels, "
+                f"more than the {image_size}-pixel images"
             )
 
     def build(self) -> None:
@@ -83,7 +89,7 @@ class Jigsaw(SSLMethod):
         tile, slack = self.values["tile_size"], self.values["tile_slack"]
         cell = tile + slack
         n, device = x.shape[0], x.device
-        top, left = random_offsets(n, x.shape[2] - 3 * cell, generator, device)
+        top, left = random_offsets(n, x.shape[2] - grid_span(tile, slack), generator, device)
         tiles = []
         for index in range(TILES):
             row, col = divmod(index, 3)

@@ -92,13 +92,13 @@ class PatchTriplet(SSLMethod):
     def check_image_size(cls, values: Mapping[str, Any], image_size: int) -> None:
         layers, margin, shift = (values[k] for k in ("layers", "patch_margin", "max_shift"))
         # The last layer trains on the largest patches.
-        region = minimal_patch(KERNELS[:layers]) + margin + shift
+        minimal = minimal_patch(KERNELS[:layers])
+        region = minimal + margin + shift
         if region > image_size:
             raise ValueError(
                 f"layers, patch_margin and max_shift: layer {layers}'s patches and their "
-                f"shift need {region} pixels (minimal patch {minimal_patch(KERNELS[:layers])}"
-                f" + patch_margin {margin} + max_shift {shift}), more than the "
-                f"{image_size}-pixel images"
+                f"shift need {region} pixels (minimal patch {minimal} + patch_margin "
+                f"{margin} + max_shift {shift}), more than the {image_size}-pixel images"
             )
 
     @classmethod
