@@ -5,15 +5,27 @@ need a CUDA device are skipped without one (``make bench-gpu`` runs them)."""
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
 from conftest import make_method, train_keeping_checkpoints
 
+from tracking import schema
 from trainables import loop
 from trainables.evaluation import linear_probe_accuracy
 from trainables.hyperparameters import TrainingHyperparameters
 from trainables.loop import LoopSettings, resolve_channels_last, resolve_precision, train
+from trainables.methods import METHODS
+from trainables.protocols import (
+    EmbeddingSettings,
+    FinetuneSettings,
+    FitSettings,
+    LabelBudget,
+    ProtocolSettings,
+    PruningSettings,
+    RetrievalSettings,
+)
 
 TRAINING = TrainingHyperparameters(lr=3e-3, weight_decay=1e-5, batch_size=64, aug_strength=0.5)
 #: A learning rate that leaves the weights as they were: the epoch's loss is then the mean
@@ -141,6 +153,45 @@ def test_fp16_on_the_gpu_resumes_exactly(tiny_shapes, optimizer: str) -> None:
 def test_the_default_compiler_backend_trains_on_the_gpu(tiny_shapes) -> None:
     metrics = _first_epoch(tiny_shapes, training=TRAINING, device="cuda", compile=True)
     assert torch.isfinite(torch.tensor(metrics["loss"]))
+
+
+def _on_the_gpu(dataset, method: str, **changes) -> dict[str, float]:
+    """Two epochs of ``method`` on the GPU (the layer-wise triplet's default needs two) at
+    the settings a GPU trial resolves, with the final evaluation; its metrics, after
+    checking that every number is finite."""
+    results: list = []
+    settings = LoopSettings(epochs=2, seed=0, knn_k=20, device="cuda", precision="auto",
+                            channels_last="auto", **changes)
+    train(make_method(method, dataset), dataset, TRAINING, settings, results.append)
+    metrics = results[-1].metrics
+    assert all(math.isfinite(value) for value in metrics.values()), metrics
+    return metrics
+
+
+@CUDA
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_and_evaluates_on_the_gpu(name: str, tiny_shapes_val) -> None:
+    """Views, loss, the method's own evaluation and files, kNN and both probes, where a
+    tensor left on the CPU fails (as the layer-wise triplet's transfer classifier once
+    did, in every GPU trial's final evaluation)."""
+    metrics = _on_the_gpu(tiny_shapes_val, name)
+    assert {"loss", "knn_acc", "val_knn_acc", "linear_acc", "mlp_acc"} <= set(metrics)
+
+
+@CUDA
+def test_the_evaluation_protocols_run_on_the_gpu(tiny_shapes_val) -> None:
+    quick = FitSettings(epochs=1, lr=1e-3, batch_size=64)
+    protocols = ProtocolSettings(
+        finetune=FinetuneSettings((LabelBudget(0.2),), fit=quick),
+        pruning=PruningSettings(sparsities=(0.9,), budgets=(LabelBudget(0.2),), fit=quick),
+        retrieval=RetrievalSettings(ks=(1,)),
+        embedding=EmbeddingSettings("pca", points=50),
+    )
+    metrics = _on_the_gpu(tiny_shapes_val, "simclr", linear_probe="never",
+                             mlp_probe="never", protocols=protocols)
+    pruned = schema.pruned_metric(0.9, LabelBudget(0.2).name)
+    assert {"finetune_frozen_20_acc", "finetune_unfrozen_20_acc", pruned, "retrieval_p1"
+            } <= set(metrics)
 
 
 @CUDA

@@ -121,7 +121,10 @@ def pruned_network(
 ) -> tuple[nn.Sequential, list[tuple[nn.Module, str]]]:
     """A copy of ``trunk`` with a head, fine-tuned on ``images`` while pruned to
     ``target`` sparsity, then quantized to ``bits`` bits; with its pruned weights."""
-    network = classifier(trunk, feature_dim, num_classes, kind).to(device)
+    # The standard layout: torch's global pruning flattens the weights with ``view``,
+    # which the channels-last layout of a GPU trial's encoder refuses.
+    network = classifier(trunk, feature_dim, num_classes, kind).to(
+        device, memory_format=torch.contiguous_format)
     weights = used_weights(network, images[:2].to(device).float().div(255.0))
     pruning = GradualPruning(weights, target, fit.epochs)
     train_classifier(network, images, labels, device, fit.epochs, seed, fit.batch_size,
