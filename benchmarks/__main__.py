@@ -18,6 +18,7 @@ import sys
 SUITE = {
     "augment": "benchmarks.augment",
     "step": "benchmarks.step",
+    "optimizer": "benchmarks.optimizer",
     "vs-lightly": "benchmarks.vs_lightly",
     "study-overhead": "benchmarks.study_overhead",
     "shared-data": "benchmarks.shared_data",

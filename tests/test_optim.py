@@ -48,6 +48,31 @@ def test_three_steps_follow_the_rule_under_a_schedule(adapt: bool) -> None:
     np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-12)
 
 
+def test_each_tensor_of_a_group_gets_its_own_trust_ratio() -> None:
+    """The step batches a group's tensors (of any shapes) into multi-tensor operations;
+    each must still follow the rule on its own, a zero weight and a tensor without a
+    gradient included, and the gradients must be left as they were."""
+    rng = np.random.default_rng(1)
+    shapes = [(4, 3), (2, 3, 3, 3), (5, 2), (6, 2)]
+    starts = [rng.normal(size=shape) for shape in shapes]
+    starts[2] = np.zeros(shapes[2])
+    grads = [[rng.normal(size=shape) * 10.0 ** k for k, shape in enumerate(shapes)]
+             for _ in range(2)]
+    weights = [torch.tensor(w, requires_grad=True) for w in starts]
+    optimizer = LARS([{"params": weights, "adapt": True}], lr=0.3, momentum=0.9,
+                     weight_decay=1e-2)
+    for step in grads:
+        for w, g in zip(weights[:3], step, strict=False):  # the last gets no gradient
+            w.grad = torch.tensor(g)
+        optimizer.step()
+    for k in range(3):
+        expected = _numpy_lars(starts[k], [step[k] for step in grads], [0.3, 0.3],
+                               momentum=0.9, weight_decay=1e-2, adapt=True)
+        np.testing.assert_allclose(weights[k].detach().numpy(), expected, rtol=1e-12)
+        np.testing.assert_array_equal(weights[k].grad.numpy(), grads[-1][k])
+    np.testing.assert_array_equal(weights[3].detach().numpy(), starts[3])
+
+
 def test_an_adapted_step_does_not_depend_on_the_gradient_scale() -> None:
     """Without decay the trust ratio divides by the gradient's norm: the step is
     eta * lr * ||w|| along the gradient's direction, whatever its size."""

@@ -179,9 +179,9 @@ def _optimizer(
     and fp16's gradient scaler then checks for infs without waiting for the GPU). On the
     CPU the default implementation, so CPU results stay as they were. LARS, as SimCLR
     uses it, leaves biases and normalisation parameters out of its decay and trust ratio;
-    it is not fused (a few small kernels per parameter tensor, and under fp16 the scaler
-    reads its inf check back to the host every step), which a GPU benchmark has yet to
-    price."""
+    it is not fused but multi-tensor (``benchmarks.optimizer`` measures its cost against
+    fused SGD), and under fp16 the scaler reads its inf check back to the host every
+    step."""
     lr = scaled_lr(training, settings)
     if settings.optimizer == "lars":
         return LARS(lars_groups(method, training.weight_decay), lr=lr, momentum=0.9)

@@ -47,30 +47,36 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """One step of every group, each as a few multi-tensor (``_foreach``) operations,
+        the way torch's own optimisers batch theirs: a ResNet-18 step is then a few dozen
+        kernel launches on a GPU rather than hundreds, and nothing waits on the host."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for w in group["params"]:
-                if w.grad is None:
-                    continue
-                g = w.grad
-                if group["weight_decay"]:
-                    g = g.add(w, alpha=group["weight_decay"])
-                if group["adapt"]:
-                    # On the device, without a host synchronisation per tensor.
-                    w_norm, g_norm = torch.linalg.vector_norm(w), torch.linalg.vector_norm(g)
-                    ratio = torch.where((w_norm > 0) & (g_norm > 0),
-                                        group["trust_coefficient"] * w_norm / g_norm,
-                                        torch.ones_like(w_norm))
-                    g = g * ratio
+            weights = [w for w in group["params"] if w.grad is not None]
+            if not weights:
+                continue
+            grads = [w.grad for w in weights]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, weights, alpha=group["weight_decay"])
+            if group["adapt"]:
+                w_norms = torch.stack(torch._foreach_norm(weights))
+                g_norms = torch.stack(torch._foreach_norm(grads))
+                ratios = torch.where((w_norms > 0) & (g_norms > 0),
+                                     group["trust_coefficient"] * w_norms / g_norms,
+                                     torch.ones_like(w_norms))
+                grads = torch._foreach_mul(grads, list(ratios.unbind()))
+            velocities = []
+            for w in weights:
                 state = self.state[w]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(w)
-                velocity = state["momentum_buffer"]
-                velocity.mul_(group["momentum"]).add_(g, alpha=group["lr"])
-                w.sub_(velocity)
+                velocities.append(state["momentum_buffer"])
+            torch._foreach_mul_(velocities, group["momentum"])
+            torch._foreach_add_(velocities, grads, alpha=group["lr"])
+            torch._foreach_sub_(weights, velocities)
         return loss
 
 
