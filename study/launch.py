@@ -157,12 +157,11 @@ def launch(
             if not starts_local_ray:
                 # A cluster started by someone else (tests, or --address) may not grow.
                 check_fits(config.resources, cluster_nodes(), fixed=address is None)
-            root.mkdir(parents=True, exist_ok=True)
+            created = paths.make_dirs(root)
             try:
                 check_shared_storage(root)
             except ConfigError:
-                if state is None and not any(root.iterdir()):
-                    root.rmdir()
+                paths.remove_if_empty(created)
                 raise
             max_concurrent = config.search.max_concurrent or default_max_concurrent(
                 config.resources, ray.cluster_resources()

@@ -35,6 +35,27 @@ def check_creatable_dir(field: str, path: Path) -> None:
     os.rmdir(probe)
 
 
+def make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the directories it created, deepest first: what to
+    remove to leave the file system as it was when a later check refuses the command."""
+    created = []
+    missing = path
+    while not missing.exists() and missing.parent != missing:
+        created.append(missing)
+        missing = missing.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Remove the directories ``make_dirs`` created, deepest first, as long as they are
+    empty (what something else wrote in the meantime stays)."""
+    for directory in created:
+        if any(directory.iterdir()):
+            return
+        directory.rmdir()
+
+
 def prepare_sqlite_dir(uri: str) -> None:
     """Create the SQLite file's directory (after every check has passed)."""
     database = sqlite_path(uri)

@@ -1,6 +1,7 @@
 """A study on a 2-node Ray cluster on this machine, logging to a real MLflow tracking
 server on a loopback port: trials land on both nodes and every run reaches the server;
-then the server stops as a whole on Ctrl-C."""
+then the server stops as a whole on Ctrl-C. Storage a node cannot see refuses the study
+without leaving directories behind."""
 
 from __future__ import annotations
 
@@ -76,3 +77,33 @@ def test_trials_land_on_both_nodes_and_log_to_the_server(
     parent = next(r for r in runs if r.data.tags.get("sslstudy.role") == "study")
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "resolved_config.yaml" in artifacts, "artifacts are proxied by the server"
+
+
+def test_storage_that_a_node_cannot_see_refuses_the_study_and_leaves_no_directories(
+    two_nodes: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The check of shared storage runs once Ray is reached, after the study directory
+    (and any missing parents) was made for its marker; refused, the study leaves the file
+    system as it found it. The check itself is replaced: on one machine every node sees
+    every path."""
+    from study import launch
+    from study.errors import ConfigError
+
+    def blind(root: Path) -> None:
+        raise ConfigError(f"storage_path: {str(root.parent)!r} is not visible from node(s) x")
+
+    monkeypatch.setattr(launch, "check_shared_storage", blind)
+    config = {
+        "name": "cluster",
+        "storage_path": str(tmp_path / "new" / "deeper"),
+        "data": {"dataset": "shapes", "num_train": 256, "num_test": 128},
+        "train": {"epochs": 1, "device": "cpu"},
+        "search": {"num_samples": 1},
+        "tracking": {"tracking_uri": f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"},
+        "methods": {"simclr": {}},
+    }
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["search", str(path), "--address", two_nodes]) == 2
+    assert "is not visible from node(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.yaml"]
