@@ -1,6 +1,7 @@
 """Data-parallel losses give the single-process result: 2 gloo CPU workers, each with half
 of a batch, must produce the loss and parameter gradients of one process that sees the
-whole batch (and, for MoCo, the same queue).
+whole batch (and, for MoCo, the same queue). And a data-parallel run resumed from its
+checkpoint trains on as the uninterrupted one, every rank drawing what it would have.
 
 BatchNorm is left out of the networks here: SyncBatchNorm has no CPU implementation, and
 per-worker BatchNorm statistics legitimately differ from whole-batch statistics. Prior
@@ -156,18 +157,60 @@ def _step(rank: int, name: str, out_dir: str) -> None:
     torch.save(_result(model, loss, case), Path(out_dir) / f"rank{rank}.pt")
 
 
+def _resume(rank: int, out_dir: str) -> None:
+    """Three epochs of data-parallel SimCLR through the loop, then again from the first
+    epoch's checkpoint (which rank 0 alone writes, as a trial's does); rank 0 saves both
+    runs' epoch losses."""
+    from trainables.data import DataSpec, load_dataset
+    from trainables.hyperparameters import TrainingHyperparameters, resolve_trial
+    from trainables.loop import LoopSettings, train
+    from trainables.methods import build_method
+
+    comm = Collective.from_process_group()
+    data = load_dataset(DataSpec("shapes", num_train=128, num_test=64, seed=0))
+    training = TrainingHyperparameters(lr=3e-3, weight_decay=0.0, batch_size=32,
+                                       aug_strength=0.5)
+    settings = LoopSettings(epochs=3, seed=0, knn_k=5, linear_probe="never",
+                            mlp_probe="never")
+    checkpoint = Path(out_dir) / "epoch1.pt"
+
+    def method():
+        torch.manual_seed(0)
+        return build_method("simclr", "small_cnn", data, resolve_trial("simclr", {}).method,
+                            comm)
+
+    def keep(losses: dict[int, float]):
+        def report(result) -> None:
+            losses[result.epoch] = result.metrics["loss"]
+            if result.epoch == 1 and rank == 0:
+                torch.save(result.state(), checkpoint)
+        return report
+
+    uninterrupted: dict[int, float] = {}
+    train(method(), data, training, settings, keep(uninterrupted))
+    dist.barrier()  # rank 0 has written the checkpoint
+    resumed: dict[int, float] = {}
+    train(method(), data, training, settings, keep(resumed),
+          resume_state=torch.load(checkpoint, weights_only=False))
+    if rank == 0:
+        torch.save({"uninterrupted": uninterrupted, "resumed": resumed},
+                   Path(out_dir) / "losses.pt")
+
+
 def _serve(rank: int, port: int, tasks: Any, done: Any) -> None:
     """A worker of the pool: one gloo process group for every case (starting a process
-    and importing torch costs more than a case), cases taken from ``tasks`` until None;
-    each outcome (None, or the traceback) goes to ``done``."""
+    and importing torch costs more than a case), tasks (a function of this module and
+    its arguments after the rank) taken from ``tasks`` until None; each outcome (None,
+    or the traceback) goes to ``done``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=CASE_TIMEOUT_S))
     try:
         while (task := tasks.get()) is not None:
+            function, args = task
             try:
-                _step(rank, *task)
+                function(rank, *args)
             except Exception:  # handed to the test, which fails with it
                 done.put((rank, traceback.format_exc()))
             else:
@@ -183,8 +226,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def gloo_pool() -> Iterator[Callable[[str, Path], None]]:
-    """Runs a case on two gloo CPU workers that live as long as this module's tests."""
+def gloo_pool() -> Iterator[Callable[..., None]]:
+    """Runs a task (``_step`` by default) on two gloo CPU workers that live as long as
+    this module's tests."""
     context = mp.get_context("spawn")
     tasks = [context.Queue() for _ in range(WORLD)]
     done = context.Queue()
@@ -194,9 +238,10 @@ def gloo_pool() -> Iterator[Callable[[str, Path], None]]:
     for worker in workers:
         worker.start()
 
-    def run(name: str, out_dir: Path) -> None:
+    def run(name: str | None, out_dir: Path, function: Callable[..., None] = _step) -> None:
+        args = (str(out_dir),) if name is None else (name, str(out_dir))
         for queue in tasks:
-            queue.put((name, str(out_dir)))
+            queue.put((function, args))
         outcomes = [done.get(timeout=2 * CASE_TIMEOUT_S) for _ in range(WORLD)]
         failures = [error for _, error in outcomes if error is not None]
         assert not failures, failures[0]
@@ -228,6 +273,18 @@ def test_two_workers_match_one_process_on_the_whole_batch(
                                        msg=f"{name} rank {rank}: gradient of {param}")
         for state in case.extra_state:
             torch.testing.assert_close(worker[state], single[state])
+
+
+def test_a_resumed_data_parallel_run_trains_on_as_the_uninterrupted_one(
+    tmp_path: Path, gloo_pool: Callable[..., None]
+) -> None:
+    """Each rank seeds its views differently; the checkpoint carries every rank's random
+    states, so that rank 1 does not resume from rank 0's and repeat its draws."""
+    gloo_pool(None, tmp_path, _resume)
+    losses = torch.load(tmp_path / "losses.pt", weights_only=True)
+    for epoch in (2, 3):
+        assert losses["resumed"][epoch] == pytest.approx(losses["uninterrupted"][epoch],
+                                                         rel=1e-6), epoch
 
 
 def test_every_registered_method_has_an_equivalence_case() -> None:

@@ -345,8 +345,7 @@ def _global_rng(device: torch.device) -> dict[str, Tensor]:
     """Torch's global random state (the CPU's, and the device's on a GPU): what methods
     draw from inside their step (MoCo's key shuffle, Deep InfoMax's prior samples, the
     layer-wise triplet's negatives), saved so that a resumed trial draws on as the
-    uninterrupted one would. A data-parallel trial saves rank 0's, which every rank
-    restores, as with the view generator: exact for one process, close for several."""
+    uninterrupted one would."""
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -357,6 +356,46 @@ def _set_global_rng(state: dict[str, Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _random_states(view_generator: torch.Generator, device: torch.device
+                   ) -> dict[str, Tensor]:
+    """This process's random states, flat: the view generator's and the global ones."""
+    return {"view_generator": view_generator.get_state(),
+            **{f"global_{k}": v for k, v in _global_rng(device).items()}}
+
+
+def _every_rank(states: dict[str, Tensor], comm: Collective, device: torch.device
+                ) -> list[dict[str, Tensor]]:
+    """Every rank's ``states`` (the same keys and sizes on every rank), gathered so that
+    the checkpoint, which rank 0 alone writes, holds them all: each rank seeds its views
+    differently, and one that resumed from rank 0's state would repeat rank 0's draws."""
+    names = list(states)
+    sizes = [states[name].numel() for name in names]
+    # Sent from the training device: NCCL gathers GPU tensors only.
+    flat = torch.cat([states[name].flatten() for name in names]).to(device)
+    ranks = comm.gather_no_grad(flat).cpu().chunk(comm.world_size)
+    # Each state its own tensor: a generator reads a view's storage from its start, and
+    # a saved view would carry the whole gathered storage.
+    return [dict(zip(names, (t.clone() for t in part.split(sizes)), strict=True))
+            for part in ranks]
+
+
+def _restore_random_states(resume_state: Mapping[str, Any], comm: Collective,
+                           view_generator: torch.Generator, device: torch.device) -> None:
+    """This rank's own random states from the checkpoint. Checkpoints of one process, of
+    another number of workers, or of versions that saved rank 0's alone give every rank
+    rank 0's (close, not exact); those of still earlier versions lack the global state."""
+    saved = resume_state.get("rank_random_states")
+    if saved is not None and len(saved) == comm.world_size:
+        own = saved[comm.rank]
+        view_generator.set_state(own["view_generator"])
+        _set_global_rng({k.removeprefix("global_"): v for k, v in own.items()
+                         if k.startswith("global_")}, device)
+        return
+    view_generator.set_state(resume_state["view_generator"])
+    if "global_rng" in resume_state:
+        _set_global_rng(resume_state["global_rng"], device)
 
 
 def train(
@@ -410,20 +449,21 @@ def train(
         method.load_state_dict(resume_state["method"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
-        view_generator.set_state(resume_state["view_generator"])
-        if "global_rng" in resume_state:  # checkpoints of earlier versions lack it
-            _set_global_rng(resume_state["global_rng"], device)
+        _restore_random_states(resume_state, comm, view_generator, device)
         if resume_state.get("grad_scaler"):
             scaler.load_state_dict(resume_state["grad_scaler"])
         start_epoch = int(resume_state["epoch"]) + 1
 
-    def state(epoch: int, metrics: dict[str, float]) -> Callable[[], dict[str, Any]]:
+    def state(epoch: int, metrics: dict[str, float],
+              every_rank: list[dict[str, Tensor]] | None = None
+              ) -> Callable[[], dict[str, Any]]:
         return lambda: {
             "method": method.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "view_generator": view_generator.get_state(),
             "global_rng": _global_rng(device),
+            "rank_random_states": every_rank,
             "grad_scaler": scaler.state_dict(),
             "epoch": epoch,
             "metrics": dict(metrics),
@@ -492,6 +532,9 @@ def train(
                 )
                 metrics.update(scores)
                 artifacts = {**artifacts, **files}
-        report(EpochResult(epoch, metrics, evaluated, final, state(epoch, metrics), artifacts,
-                           encoder))
+        # Checkpoints are taken at evaluations; every rank takes part in the gathering.
+        every_rank = (_every_rank(_random_states(view_generator, device), comm, device)
+                      if evaluated and comm.distributed else None)
+        report(EpochResult(epoch, metrics, evaluated, final,
+                           state(epoch, metrics, every_rank), artifacts, encoder))
     return metrics
