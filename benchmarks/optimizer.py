@@ -18,14 +18,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import torch
-
 from benchmarks.common import alternate, conclude, parser, print_rates, start
-from benchmarks.step import operations_per_step, platform_loop
-from trainables.data import DataSpec, load_dataset
-from trainables.hyperparameters import resolve_trial
-from trainables.loop import LoopSettings, resolve_channels_last, resolve_precision
-from trainables.methods import build_method
+from benchmarks.step import add_loop_flags, operations_per_step, platform_loop, simclr_setup
 
 #: Each optimiser's learning rate at batch 256 (scaled linearly with the batch): SimCLR's
 #: 0.3 for LARS, a common momentum-SGD rate, and the loop's AdamW default.
@@ -34,41 +28,24 @@ LEARNING_RATES = {"sgd": 0.03, "lars": 0.3, "adamw": 1e-3}
 
 def main() -> None:
     cli = parser(__doc__.splitlines()[0], repeats=3)
-    cli.add_argument("--backbone", default="small_cnn", help="default: small_cnn")
-    cli.add_argument("--images", type=int, default=2048, help="default: 2048")
-    cli.add_argument("--batch", type=int, default=256, help="default: 256")
-    cli.add_argument("--epochs", type=int, default=2, help="epochs per repeat (default 2)")
-    cli.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                     help="autocast of all contenders (auto: bf16 on a CUDA GPU with native "
-                          "bf16, else fp32)")
+    add_loop_flags(cli, "all contenders")
     args = cli.parse_args()
     device = start(args, "optimizer")
 
-    dataset = load_dataset(DataSpec("shapes", num_train=args.images, num_test=64,
-                                    seed=args.seed))
-    values = resolve_trial("simclr", {"batch_size": args.batch})
-    torch.manual_seed(args.seed)
-    template = build_method("simclr", args.backbone, dataset, values.method)
-    precision = resolve_precision(args.precision, device)
-    channels_last = resolve_channels_last("auto", device, precision)
+    setup = simclr_setup(args, device)
     losses: dict[str, float] = {}
     contenders: dict[str, Callable[[], float]] = {}
     for name, lr in LEARNING_RATES.items():
-        training = dataclasses.replace(values.training, lr=lr * args.batch / 256)
-        settings = LoopSettings(epochs=args.epochs, eval_every=args.epochs, device=str(device),
-                                seed=args.seed, precision=precision,
-                                channels_last=channels_last, optimizer=name)
-        run = platform_loop(template, dataset, training, settings)
+        training = dataclasses.replace(setup.values.training, lr=lr * args.batch / 256)
+        run = platform_loop(setup.template, setup.dataset, training,
+                            setup.settings(args, device, optimizer=name))
         contenders[name] = lambda run=run, name=name: losses.__setitem__(name, run())
-    steps = args.images // args.batch
-    print(f"SimCLR, {args.backbone}, {steps * args.batch} images x {args.epochs} epochs, batch "
-          f"{args.batch}, {precision}{', channels-last' if channels_last else ''}, "
-          f"{args.repeats} repeats")
+    images = setup.images(args)
     timings = alternate(contenders, args.repeats, device)
-    rates = print_rates(timings, args.epochs * steps * args.batch, "images")
+    rates = print_rates(timings, images, "images")
     print("  last-epoch loss: " + ", ".join(f"{name} {loss:.4f}" for name, loss in losses.items()))
     print("  tensor operations per step: " + ", ".join(
-        f"{name} {operations_per_step(run, args.epochs * steps):,.1f}"
+        f"{name} {operations_per_step(run, images // args.batch):,.1f}"
         for name, run in contenders.items()))
     conclude("optimizer", rates["lars"] / rates["sgd"],
              "LARS images/s over momentum SGD's (fused on CUDA) in the loop")

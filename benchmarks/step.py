@@ -20,9 +20,11 @@ machine's load.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from unittest import mock
 
 import torch
@@ -32,8 +34,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks.common import alternate, conclude, parser, print_rates, start
 from trainables import loop
 from trainables.augment import AugmentationPolicy, augment
-from trainables.data import DataSpec, load_dataset
-from trainables.hyperparameters import TrainingHyperparameters, resolve_trial
+from trainables.data import DataSpec, ImageDataset, load_dataset
+from trainables.hyperparameters import Hyperparameters, TrainingHyperparameters, resolve_trial
 from trainables.loop import LoopSettings, resolve_channels_last, resolve_precision
 from trainables.methods import build_method
 
@@ -127,28 +129,72 @@ def platform_loop(template: torch.nn.Module, dataset, training, settings: LoopSe
     return run
 
 
-def main() -> None:
-    cli = parser(__doc__.splitlines()[0], repeats=3)
+def add_loop_flags(cli: argparse.ArgumentParser, precision_help: str) -> None:
+    """The flags of a benchmark that times the loop's SimCLR training."""
     cli.add_argument("--backbone", default="small_cnn", help="default: small_cnn")
     cli.add_argument("--images", type=int, default=2048, help="default: 2048")
     cli.add_argument("--batch", type=int, default=256, help="default: 256")
     cli.add_argument("--epochs", type=int, default=2, help="epochs per repeat (default 2)")
-    cli.add_argument("--temperature", type=float, default=0.2)
     cli.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                     help="both loops (auto: bf16 on a CUDA GPU with native bf16, else fp32)")
-    args = cli.parse_args()
-    device = start(args, "step")
+                     help=f"{precision_help} (auto: bf16 on a CUDA GPU with native bf16, "
+                          "else fp32)")
 
+
+@dataclass(frozen=True)
+class SimCLRSetup:
+    """What the contenders of a loop benchmark share: the data, the trial's values, the
+    initial model each contender copies, and the resolved precision and layout."""
+
+    dataset: ImageDataset
+    values: Hyperparameters
+    template: torch.nn.Module
+    precision: str
+    channels_last: bool
+
+    def settings(self, args: argparse.Namespace, device: torch.device,
+                 **changes: object) -> LoopSettings:
+        """The loop's settings: ``--epochs`` without evaluation until the last."""
+        return LoopSettings(epochs=args.epochs, eval_every=args.epochs, device=str(device),
+                            seed=args.seed, precision=self.precision,
+                            channels_last=self.channels_last, **changes)
+
+    def images(self, args: argparse.Namespace) -> int:
+        """Images one contender trains on per call (whole batches only), after printing
+        what it trains."""
+        steps = args.images // args.batch
+        print(f"SimCLR, {args.backbone}, {steps * args.batch} images x {args.epochs} epochs, "
+              f"batch {args.batch}, {self.precision}"
+              f"{', channels-last' if self.channels_last else ''}, {args.repeats} repeats")
+        return args.epochs * steps * args.batch
+
+
+def simclr_setup(args: argparse.Namespace, device: torch.device, **given: object
+                 ) -> SimCLRSetup:
+    """The shapes images, SimCLR's values at ``--batch`` (and ``given``), its model
+    initialised from ``--seed``, and the precision and layout ``--precision`` resolves to
+    on ``device``."""
     dataset = load_dataset(DataSpec("shapes", num_train=args.images, num_test=64,
                                     seed=args.seed))
-    values = resolve_trial("simclr", {"batch_size": args.batch, "temperature": args.temperature})
-    training: TrainingHyperparameters = values.training
+    values = resolve_trial("simclr", {"batch_size": args.batch, **given})
     torch.manual_seed(args.seed)
     template = build_method("simclr", args.backbone, dataset, values.method)
     precision = resolve_precision(args.precision, device)
-    channels_last = resolve_channels_last("auto", device, precision)
-    settings = LoopSettings(epochs=args.epochs, eval_every=args.epochs, device=str(device),
-                            seed=args.seed, precision=precision, channels_last=channels_last)
+    return SimCLRSetup(dataset, values, template, precision,
+                       resolve_channels_last("auto", device, precision))
+
+
+def main() -> None:
+    cli = parser(__doc__.splitlines()[0], repeats=3)
+    add_loop_flags(cli, "both loops")
+    cli.add_argument("--temperature", type=float, default=0.2)
+    args = cli.parse_args()
+    device = start(args, "step")
+
+    setup = simclr_setup(args, device, temperature=args.temperature)
+    dataset, template = setup.dataset, setup.template
+    training: TrainingHyperparameters = setup.values.training
+    precision, channels_last = setup.precision, setup.channels_last
+    settings = setup.settings(args, device)
     losses: dict[str, list[float]] = {"platform": [], "bare": []}
 
     def recorded(name: str, run: Callable[[], float]) -> Callable[[], None]:
@@ -161,18 +207,16 @@ def main() -> None:
                                                         training, args, device, precision,
                                                         channels_last)),
     }
-    steps = args.images // args.batch
-    print(f"SimCLR, {args.backbone}, {steps * args.batch} images x {args.epochs} epochs, batch "
-          f"{args.batch}, {precision}{', channels-last' if channels_last else ''}, "
-          f"{args.repeats} repeats")
+    images = setup.images(args)
     timings = alternate(contenders, args.repeats, device)
-    rates = print_rates(timings, args.epochs * steps * args.batch, "images")
+    rates = print_rates(timings, images, "images")
     platform, bare = losses["platform"][-1], losses["bare"][-1]
     same = math.isclose(platform, bare, rel_tol=1e-4 if precision == "fp32" else 1e-2)
     print(f"  last-epoch loss: platform {platform:.6f}, bare {bare:.6f} "
           f"({'the same work' if same else 'DIFFERENT: the contenders do not do the same work'})")
-    platform_ops = operations_per_step(contenders["platform loop"], args.epochs * steps)
-    bare_ops = operations_per_step(contenders["bare PyTorch loop"], args.epochs * steps)
+    steps = images // args.batch
+    platform_ops = operations_per_step(contenders["platform loop"], steps)
+    bare_ops = operations_per_step(contenders["bare PyTorch loop"], steps)
     print(f"  tensor operations per step: platform {platform_ops:,.1f}, bare {bare_ops:,.1f}")
     conclude("step", rates["platform loop"] / rates["bare PyTorch loop"],
              "platform loop images/s over a bare PyTorch loop (1.00 = no overhead)")
