@@ -158,9 +158,10 @@ def _step(rank: int, name: str, out_dir: str) -> None:
 
 
 def _resume(rank: int, out_dir: str) -> None:
-    """Three epochs of data-parallel SimCLR through the loop, then again from the first
-    epoch's checkpoint (which rank 0 alone writes, as a trial's does); rank 0 saves both
-    runs' epoch losses."""
+    """Three epochs of data-parallel Deep InfoMax through the loop (its prior samples are
+    drawn from each worker's global random state, its views from each worker's
+    generator), then again from the first epoch's checkpoint (which rank 0 alone writes,
+    as a trial's does); rank 0 saves both runs' epoch losses."""
     from trainables.data import DataSpec, load_dataset
     from trainables.hyperparameters import TrainingHyperparameters, resolve_trial
     from trainables.loop import LoopSettings, train
@@ -176,8 +177,7 @@ def _resume(rank: int, out_dir: str) -> None:
 
     def method():
         torch.manual_seed(0)
-        return build_method("simclr", "small_cnn", data, resolve_trial("simclr", {}).method,
-                            comm)
+        return build_method("dim", "small_cnn", data, resolve_trial("dim", {}).method, comm)
 
     def keep(losses: dict[int, float]):
         def report(result) -> None:
@@ -191,7 +191,7 @@ def _resume(rank: int, out_dir: str) -> None:
     dist.barrier()  # rank 0 has written the checkpoint
     resumed: dict[int, float] = {}
     train(method(), data, training, settings, keep(resumed),
-          resume_state=torch.load(checkpoint, weights_only=False))
+          resume_state=torch.load(checkpoint, weights_only=True))
     if rank == 0:
         torch.save({"uninterrupted": uninterrupted, "resumed": resumed},
                    Path(out_dir) / "losses.pt")
@@ -227,8 +227,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def gloo_pool() -> Iterator[Callable[..., None]]:
-    """Runs a task (``_step`` by default) on two gloo CPU workers that live as long as
-    this module's tests."""
+    """Runs a task on two gloo CPU workers that live as long as this module's tests."""
     context = mp.get_context("spawn")
     tasks = [context.Queue() for _ in range(WORLD)]
     done = context.Queue()
@@ -238,8 +237,11 @@ def gloo_pool() -> Iterator[Callable[..., None]]:
     for worker in workers:
         worker.start()
 
-    def run(name: str | None, out_dir: Path, function: Callable[..., None] = _step) -> None:
-        args = (str(out_dir),) if name is None else (name, str(out_dir))
+    def run(task: str | Callable[[int, str], None], out_dir: Path) -> None:
+        """``task``: a case's name (its ``_step``), or a function of the rank and
+        ``out_dir``."""
+        function, args = ((_step, (task, str(out_dir))) if isinstance(task, str)
+                          else (task, (str(out_dir),)))
         for queue in tasks:
             queue.put((function, args))
         outcomes = [done.get(timeout=2 * CASE_TIMEOUT_S) for _ in range(WORLD)]
@@ -278,9 +280,9 @@ def test_two_workers_match_one_process_on_the_whole_batch(
 def test_a_resumed_data_parallel_run_trains_on_as_the_uninterrupted_one(
     tmp_path: Path, gloo_pool: Callable[..., None]
 ) -> None:
-    """Each rank seeds its views differently; the checkpoint carries every rank's random
+    """Each rank draws its own random numbers; the checkpoint carries every rank's random
     states, so that rank 1 does not resume from rank 0's and repeat its draws."""
-    gloo_pool(None, tmp_path, _resume)
+    gloo_pool(_resume, tmp_path)
     losses = torch.load(tmp_path / "losses.pt", weights_only=True)
     for epoch in (2, 3):
         assert losses["resumed"][epoch] == pytest.approx(losses["uninterrupted"][epoch],

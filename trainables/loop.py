@@ -463,7 +463,8 @@ def train(
             "scheduler": scheduler.state_dict(),
             "view_generator": view_generator.get_state(),
             "global_rng": _global_rng(device),
-            "rank_random_states": every_rank,
+            "rank_random_states": None if every_rank is None else [
+                _random_states(view_generator, device), *every_rank[1:]],
             "grad_scaler": scaler.state_dict(),
             "epoch": epoch,
             "metrics": dict(metrics),
@@ -517,6 +518,12 @@ def train(
         }
         final = epoch == settings.epochs
         evaluated = final or epoch % settings.eval_every == 0
+        # Checkpoints are taken at evaluations. Gathered here, before rank 0 evaluates
+        # (the others would wait for it under the process group's timeout), and not after
+        # the last epoch, whose checkpoint resumes nothing; rank 0's own entry is taken
+        # again when the checkpoint is written, after its evaluation.
+        every_rank = (_every_rank(_random_states(view_generator, device), comm, device)
+                      if evaluated and not final and comm.distributed else None)
         artifacts: dict[str, bytes] = {}
         encoder = None
         if evaluated and comm.rank == 0:
@@ -532,9 +539,6 @@ def train(
                 )
                 metrics.update(scores)
                 artifacts = {**artifacts, **files}
-        # Checkpoints are taken at evaluations; every rank takes part in the gathering.
-        every_rank = (_every_rank(_random_states(view_generator, device), comm, device)
-                      if evaluated and comm.distributed else None)
         report(EpochResult(epoch, metrics, evaluated, final,
                            state(epoch, metrics, every_rank), artifacts, encoder))
     return metrics
