@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.evaluation import extract_features, knn_accuracy, linear_probe_accuracy
+from trainables.evaluation import (
+    extract_features,
+    knn_accuracy,
+    linear_probe_accuracy,
+    mlp_probe_accuracy,
+)
 
 
 def _clusters(n_per_class: int, classes: int, dim: int, spread: float, seed: int):
@@ -63,3 +68,21 @@ def test_evaluation_never_changes_the_encoder() -> None:
     assert encoder.training
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_the_probes_leave_every_global_random_state_as_it_was(monkeypatch) -> None:
+    """Their own initialisation touches neither the CPU's random state (restored) nor a
+    GPU's (never reseeded: restoring it is not asked of fork_rng on the CPU)."""
+    reseeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", reseeded.append)
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    features = torch.randn(3, 8, generator=gen)[labels] + torch.randn(60, 8, generator=gen)
+    args = (features[:40], labels[:40], features[40:], labels[40:], 3)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    reseeded.clear()
+    linear_probe_accuracy(*args)
+    mlp_probe_accuracy(*args, steps=5)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert reseeded == []

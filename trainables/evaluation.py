@@ -97,9 +97,11 @@ def linear_probe_accuracy(
                                    test_features.to(cpu, torch.float32))
     y_train = train_labels.to(cpu)
     # Initialised from a random state of its own: drawn from the global one, it would
-    # shift the draws that training makes after the evaluation.
+    # shift the draws that training makes after the evaluation. The CPU's generator alone
+    # is reseeded (the probe is made there): torch.manual_seed would also reseed the
+    # GPU's, which fork_rng(devices=[]) does not restore.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)
         probe = nn.Linear(x_train.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(
         probe.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
@@ -206,8 +208,8 @@ def mlp_probe_accuracy(
     device = train_features.device
     x_train, x_test = _standardise(train_features, test_features)
     y_train = train_labels.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # as the linear probe's
+        torch.default_generator.manual_seed(0)
         probe = nn.Sequential(
             nn.Linear(x_train.shape[1], hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes)
         ).to(device)
