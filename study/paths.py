@@ -36,21 +36,33 @@ def check_creatable_dir(field: str, path: Path) -> None:
 
 
 def make_dirs(path: Path) -> list[Path]:
-    """``mkdir -p path``; returns the directories it created, deepest first: what to
-    remove to leave the file system as it was when a later check refuses the command."""
+    """``mkdir -p path``; returns the directories this call created, deepest first: what
+    to remove to leave the file system as it was when a later check refuses the command.
+    Made one level at a time from the top, so that a directory another process creates
+    meanwhile is never counted as this call's."""
+    missing = []
+    ancestor = path
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
     created = []
-    missing = path
-    while not missing.exists() and missing.parent != missing:
-        created.append(missing)
-        missing = missing.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue
+        created.append(directory)
     path.mkdir(parents=True, exist_ok=True)
-    return created
+    return created[::-1]
 
 
 def remove_if_empty(created: list[Path]) -> None:
     """Remove the directories ``make_dirs`` created, deepest first, as long as they are
-    empty (what something else wrote in the meantime stays)."""
+    empty (what something else wrote in the meantime stays, and one already gone is
+    passed over)."""
     for directory in created:
+        if not directory.is_dir():
+            continue
         if any(directory.iterdir()):
             return
         directory.rmdir()
