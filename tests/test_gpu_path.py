@@ -188,7 +188,7 @@ def test_the_evaluation_protocols_run_on_the_gpu(tiny_shapes_val) -> None:
         embedding=EmbeddingSettings("pca", points=50),
     )
     metrics = _on_the_gpu(tiny_shapes_val, "simclr", linear_probe="never",
-                             mlp_probe="never", protocols=protocols)
+                          mlp_probe="never", protocols=protocols)
     pruned = schema.pruned_metric(0.9, LabelBudget(0.2).name)
     assert {"finetune_frozen_20_acc", "finetune_unfrozen_20_acc", pruned, "retrieval_p1"
             } <= set(metrics)
