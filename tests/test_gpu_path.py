@@ -219,6 +219,22 @@ def test_the_linear_probe_gives_the_same_score_from_gpu_features(monkeypatch) ->
     assert solved_on == [torch.device("cpu")] * 2
 
 
+@CUDA
+def test_the_probes_leave_the_gpu_random_state_as_it_was() -> None:
+    from trainables.evaluation import mlp_probe_accuracy
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    features = torch.randn(3, 8, generator=gen)[labels] + torch.randn(60, 8, generator=gen)
+    args = (features[:40].cuda(), labels[:40].cuda(), features[40:].cuda(),
+            labels[40:].cuda(), 3)
+    torch.cuda.manual_seed(5)
+    before = torch.cuda.get_rng_state()
+    linear_probe_accuracy(*args)
+    mlp_probe_accuracy(*args, steps=5)
+    assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("fraction,packed", [(0.5, 2), (0.25, 4), (1.0, 1)])
 def test_fractional_gpus_ask_ray_for_the_fraction_and_pack_trials(
     fraction: float, packed: int
