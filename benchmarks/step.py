@@ -65,7 +65,7 @@ def bare_loop(template: torch.nn.Module, images: torch.Tensor, training, args,
         total = args.epochs * steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(1.0, s / total))))
-        policy = AugmentationPolicy.from_strength(training.aug_strength)
+        policy = AugmentationPolicy.from_strength(training.aug_strength, training.crop_scale)
         views = torch.Generator(device=device).manual_seed(args.seed)
         data = images.to(device)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -68,6 +68,19 @@ def test_strength_sets_simclr_magnitudes() -> None:
         AugmentationPolicy.from_strength(1.5)
 
 
+def test_a_given_crop_scale_fixes_the_crop_at_every_strength() -> None:
+    """crop_scale separates the crop from the colour (SimCLR's colour-strength table
+    keeps crops of 8% to 100% at every strength); 0 leaves the crop to the strength."""
+    weak, strong = (AugmentationPolicy.from_strength(s, crop_scale=0.08) for s in (0.125, 1.0))
+    assert weak.min_crop_scale == strong.min_crop_scale == 0.08
+    assert (weak.brightness, strong.brightness) == (0.1, 0.8)
+    assert AugmentationPolicy.from_strength(1.0, crop_scale=1.0).min_crop_scale == 1.0
+    assert AugmentationPolicy.from_strength(1.0, crop_scale=0.0).min_crop_scale == (
+        AugmentationPolicy.from_strength(1.0).min_crop_scale)
+    with pytest.raises(ValueError, match="crop_scale"):
+        AugmentationPolicy.from_strength(0.5, crop_scale=1.5)
+
+
 def test_stronger_augmentation_moves_images_further() -> None:
     x = _batch(64)
     base = x.float() / 255

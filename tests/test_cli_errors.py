@@ -331,6 +331,7 @@ def _write_base(workdir: Path) -> Path:
         (["train", "{config}", "--param", "=3"], "expected NAME=VALUE"),
         (["train", "{config}", "--param", "lr=[1"], "cannot parse the value"),
         (["train", "{config}", "--param", "aug_strength=2"], "--param aug_strength: got 2"),
+        (["train", "{config}", "--param", "crop_scale=-0.1"], "--param crop_scale: got -0.1"),
         (["train", "{config}", "--method", "moco"], "--method: 'moco' is not in the config"),
         (["train", "{config}", "--param", "temperature=-1"], "--param temperature"),
         (["train", "{config}", "--param", "queue_size=8"], "queue_size: unknown hyperparameter"),

@@ -6,10 +6,13 @@ so the hot path has no per-sample Python and runs wherever the batch lives.
 
 One scalar ``strength`` s in [0, 1] sets the distortion, following SimCLR's colour
 convention: colour jitter with brightness, contrast and saturation 0.8s and hue 0.2s,
-applied with p = 0.8, then grayscale with p = 0.2. The same s widens the random
-resized crop: the smallest crop area goes from the whole image at s = 0 to 20% at s = 1
-(MoCo v2's lower bound; SimCLR's 8% was chosen for 224-pixel ImageNet crops and often
-removes the object entirely from a 32-pixel image). Jitter operations are applied in a
+applied with p = 0.8, then grayscale with p = 0.2. Unless a crop scale is given, the
+same s widens the random resized crop: the smallest crop area goes from the whole image
+at s = 0 to 20% at s = 1 (MoCo v2's lower bound; SimCLR's 8% was chosen for 224-pixel
+ImageNet crops and often removes the object entirely from a 32-pixel image). A given
+crop scale fixes the smallest area instead, so that colour and crop vary apart, as in
+SimCLR's colour-strength experiment (Chen et al. 2020, Table 1: crops of 8% to 100% of
+the area at every strength). Jitter operations are applied in a
 fixed order (brightness, contrast, saturation, hue) rather than torchvision's random
 order, which would need a per-sample branch.
 """
@@ -42,12 +45,16 @@ class AugmentationPolicy:
     flip_prob: float = 0.5
 
     @classmethod
-    def from_strength(cls, strength: float) -> AugmentationPolicy:
+    def from_strength(cls, strength: float, crop_scale: float = 0.0) -> AugmentationPolicy:
+        """The policy of colour strength ``strength``; the smallest crop area is
+        ``crop_scale`` where it is above 0, else it follows the strength."""
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"aug_strength must be in [0, 1], got {strength}")
+        if not 0.0 <= crop_scale <= 1.0:
+            raise ValueError(f"crop_scale must be in [0, 1], got {crop_scale}")
         return cls(
             strength=strength,
-            min_crop_scale=1.0 - 0.8 * strength,
+            min_crop_scale=crop_scale if crop_scale > 0 else 1.0 - 0.8 * strength,
             brightness=0.8 * strength,
             contrast=0.8 * strength,
             saturation=0.8 * strength,

@@ -29,7 +29,12 @@ TRAINING_HYPERPARAMETERS: Mapping[str, Hyperparameter] = MappingProxyType({
     "batch_size": Hyperparameter("int", 256, "images per optimisation step (before views)",
                                  low=2),
     "aug_strength": Hyperparameter(
-        "float", 0.5, "SimCLR-style augmentation strength s (jitter 0.8s, crop scale)", 0.0, 1.0
+        "float", 0.5, "SimCLR-style augmentation strength s (colour jitter 0.8s; the crop "
+        "too unless crop_scale is set)", 0.0, 1.0
+    ),
+    "crop_scale": Hyperparameter(
+        "float", 0.0, "smallest random crop, as a fraction of the image's area (SimCLR: "
+        "0.08); 0 lets it follow aug_strength (1 - 0.8s)", 0.0, 1.0
     ),
 })
 
@@ -42,6 +47,7 @@ class TrainingHyperparameters:
     weight_decay: float
     batch_size: int
     aug_strength: float
+    crop_scale: float = 0.0
 
 
 @dataclass(frozen=True)

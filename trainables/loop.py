@@ -434,7 +434,7 @@ def train(
         # In place: the state dict keeps its keys, so checkpoints do not depend on it.
         method.encoder.compile()
     model = _wrap(method, device)
-    policy = AugmentationPolicy.from_strength(training.aug_strength)
+    policy = AugmentationPolicy.from_strength(training.aug_strength, training.crop_scale)
     optimizer = _optimizer(method, training, settings, device)
     # fp16 gradients can underflow: the loss is scaled up before backward and the
     # gradients unscaled before the step (a no-op for fp32 and bf16).
