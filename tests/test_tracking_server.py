@@ -46,6 +46,24 @@ def test_run_server_stops_its_whole_process_group(stop: int) -> None:
     assert not alive(below)
 
 
+def test_a_group_of_zombies_runs_nothing() -> None:
+    """What ``stop_server`` waits for: a running member keeps a group running; a zombie
+    (killed, not yet reaped) does not, though it is still the group's member."""
+    leader = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert server._group_runs(leader.pid)
+        leader.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{leader.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed leader did not become a zombie"
+            time.sleep(0.01)
+        assert not server._group_runs(leader.pid)
+    finally:
+        leader.kill()
+        leader.wait()
+    assert not server._group_runs(leader.pid)
+
+
 @pytest.fixture
 def no_server(tmp_path: Path, monkeypatch) -> list[list[str]]:
     """The commands ``sslstudy tracking-server`` would run, with none started; the

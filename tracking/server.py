@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -76,8 +77,31 @@ def start_server(command: list[str], **popen_options: object) -> subprocess.Pope
     return subprocess.Popen(command, start_new_session=True, **popen_options)  # type: ignore[call-overload]
 
 
+def _group_runs(group: int) -> bool:
+    """Whether a process of process group ``group`` still runs. On Linux, from /proc, where
+    a zombie (which holds no port or file) does not count: an orphaned worker's zombie
+    may wait for a reaper that never comes in a container. Elsewhere, whether the group
+    has a member at all."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _parent, member_of = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(member_of) == group and state != "Z":
+            return True
+    return False
+
+
 def stop_server(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    """Stop the server's whole process group: SIGTERM, then SIGKILL after ``timeout_s``."""
+    """Stop the server's whole process group: SIGTERM, then SIGKILL after ``timeout_s``;
+    returns once none of its processes runs (or ``timeout_s`` after the SIGKILL)."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -88,6 +112,11 @@ def stop_server(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) ->
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    # A killed process runs until the kernel schedules its exit, which on a loaded
+    # machine can be after this returns; waited for, so that nothing is left running.
+    deadline = time.monotonic() + timeout_s
+    while _group_runs(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def run_server(command: list[str]) -> int:
