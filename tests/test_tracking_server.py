@@ -46,6 +46,21 @@ def test_run_server_stops_its_whole_process_group(stop: int) -> None:
     assert not alive(below)
 
 
+@pytest.mark.parametrize("given,expected", [(None, "false"), ("true", "true")])
+def test_mlflow_job_execution_is_off_unless_the_environment_turns_it_on(
+    monkeypatch, given: str | None, expected: str
+) -> None:
+    if given is None:
+        monkeypatch.delenv(server.JOB_EXECUTION, raising=False)
+    else:
+        monkeypatch.setenv(server.JOB_EXECUTION, given)
+    process = server.start_server(
+        [sys.executable, "-c", f"import os; print(os.environ[{server.JOB_EXECUTION!r}])"],
+        stdout=subprocess.PIPE, text=True)
+    out, _ = process.communicate(timeout=30)
+    assert out.strip() == expected
+
+
 def test_a_group_of_zombies_runs_nothing() -> None:
     """What ``stop_server`` waits for: a running member keeps a group running; a zombie
     (killed, not yet reaped) does not, though it is still the group's member."""

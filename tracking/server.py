@@ -72,9 +72,18 @@ def server_command(
     return command
 
 
+#: MLflow's switch for the job execution a server starts by default (a job runner and
+#: seven huey consumers, for GenAI jobs and trace roll-ups), which experiment tracking
+#: never uses: measured on 2 cores, 2.1 GiB and 31 s of CPU in the server's first 40 s
+#: with it, 0.3 GiB and 5 s without.
+JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+
+
 def start_server(command: list[str], **popen_options: object) -> subprocess.Popen:
-    """Start the server in a new session (its own process group)."""
-    return subprocess.Popen(command, start_new_session=True, **popen_options)  # type: ignore[call-overload]
+    """Start the server in a new session (its own process group), without MLflow's job
+    execution unless the environment asks for it."""
+    env = {JOB_EXECUTION: "false", **os.environ}
+    return subprocess.Popen(command, start_new_session=True, env=env, **popen_options)  # type: ignore[call-overload]
 
 
 def _group_runs(group: int) -> bool:
