@@ -13,6 +13,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from search_spaces import SearchSpace
 from study import paths
 from study.config import ConfigError, StudyConfig
@@ -174,8 +176,6 @@ def check_local_device(config: StudyConfig, address: str | None) -> None:
     cluster the workers, not the driver, have the GPUs."""
     if config.train.device != "cuda" or address is not None:
         return
-    import torch
-
     if not torch.cuda.is_available():
         raise ConfigError("train.device: 'cuda' but this machine has no CUDA device; "
                           "allowed here: auto, cpu")

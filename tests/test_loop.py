@@ -28,9 +28,8 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(
     the checkpoint carries that state too. (LARS's momentum in the checkpoint: the fp16
     resume test in test_gpu_path.)"""
     tiny_shapes = tiny_shapes_val
-    settings = SETTINGS
     states, results = train_keeping_checkpoints(make_method(name, tiny_shapes), tiny_shapes,
-                                                TRAINING, settings)
+                                                TRAINING, SETTINGS)
     state = states[1]
     resumed: dict[int, dict] = {}
     fresh = make_method(name, tiny_shapes)
@@ -38,7 +37,7 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(
         for p in fresh.parameters():
             p.add_(1.0)
     torch.manual_seed(123)  # a resumed trial's process starts from its seed, not from here
-    train(fresh, tiny_shapes, TRAINING, settings,
+    train(fresh, tiny_shapes, TRAINING, SETTINGS,
           lambda r: resumed.setdefault(r.epoch, r.metrics), resume_state=state)
     assert sorted(resumed) == [2, 3]
     for epoch in (2, 3):

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DatabaseError
 
 from tracking import schema
 from tracking.errors import TrackingError
-from tracking.uris import sqlite_path
+from tracking.uris import sqlite_path, sqlite_without_store
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +52,17 @@ def open_store(tracking_uri: str, field: str = "--tracking-uri") -> MlflowClient
     store (MLflow would create its tables), and so is a file that is not an SQLite
     database.
     ``field`` is where the URI came from, for the message."""
-    path = sqlite_path(tracking_uri)
-    if path is not None and (not path.is_file() or path.stat().st_size == 0):
-        raise TrackingError(f"{field}: no MLflow database at {str(path)!r}")
+    missing = sqlite_without_store(tracking_uri)
+    if missing is not None:
+        raise TrackingError(f"{field}: no MLflow database at {str(missing)!r}")
     try:
         return MlflowClient(tracking_uri)
     except DatabaseError as exc:
         # Only "not a database": a locked or unreadable database is another problem.
         if getattr(exc.orig, "sqlite_errorname", None) != "SQLITE_NOTADB":
             raise
-        raise TrackingError(f"{field}: {str(path)!r} is not an MLflow SQLite database") \
-            from None
+        raise TrackingError(f"{field}: {str(sqlite_path(tracking_uri))!r} is not an MLflow "
+                            "SQLite database") from None
 
 
 def find_experiment(client: MlflowClient, name: str) -> Experiment:

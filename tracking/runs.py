@@ -26,7 +26,7 @@ from mlflow.utils.git_utils import get_git_commit
 
 from tracking import schema
 from tracking.read import best_trial_runs, child_runs, open_store
-from tracking.uris import artifact_location, sqlite_path
+from tracking.uris import artifact_location, sqlite_without_store
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +215,7 @@ def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
     an empty file (``touch mlflow.db``), holds no experiment and is not opened: MLflow
     would write its tables into it, before the study's other checks have passed. A file
     that is not an SQLite database is an input error (``tracking.tracking_uri``)."""
-    path = sqlite_path(tracking_uri)
-    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+    if sqlite_without_store(tracking_uri) is not None:
         return False
     found = open_store(tracking_uri, field="tracking.tracking_uri").get_experiment_by_name(name)
     return found is not None and found.lifecycle_stage == "deleted"

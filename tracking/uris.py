@@ -14,6 +14,16 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix(SQLITE_PREFIX)) if uri.startswith(SQLITE_PREFIX) else None
 
 
+def sqlite_without_store(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI that holds no store yet: missing, or
+    empty (``touch mlflow.db``), where opening it would make MLflow write its tables.
+    None for a file that may hold one, and for other URIs."""
+    path = sqlite_path(uri)
+    if path is not None and (not path.is_file() or path.stat().st_size == 0):
+        return path
+    return None
+
+
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
