@@ -164,8 +164,11 @@ def _method_section(a: MethodAnalysis, metric: str = "", view: MethodView | None
             f"{_table(a.importance.drop(columns=['method', 'evaluator']))}")
     if not a.budgets.empty:
         parts.append("<h3>budgets</h3><p>Spearman rank correlation of the configurations' "
-                     "scores between two budgets, over the n configurations that reached "
-                     "both: how well a ranking at the lower budget predicts the higher.</p>"
+                     "scores between two budgets, with its 95% bootstrap interval, over the "
+                     "n configurations that reached both: how well a ranking at the lower "
+                     "budget predicts the higher. With early stopping these are the "
+                     "configurations the lower budget let through, a narrower range than "
+                     "all of them, which pulls the correlation towards 0.</p>"
                      f"{_table(a.budgets.drop(columns='method'))}")
     if a.plots:
         parts.append('<div class="plots">' + "".join(_img(p) for p in a.plots) + "</div>")

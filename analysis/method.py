@@ -27,7 +27,14 @@ from analysis.budgets import (
 from analysis.failures import FAILURE_COLUMNS, REASON_COLUMNS, failure_rates, reasons_table
 from analysis.importance import EVALUATOR, IMPORTANCE_COLUMNS, Marginals, estimate
 from analysis.importance import importance_table as make_importance_table
-from analysis.noise import MEASURE_COMMAND, NoiseFloor, collapse, configurations, noise_floor
+from analysis.noise import (
+    MEASURE_COMMAND,
+    NoiseFloor,
+    collapse,
+    configurations,
+    independent_runs,
+    noise_floor,
+)
 from analysis.response import (
     EFFECT_COLUMNS,
     SENSITIVITY_COLUMNS,
@@ -52,7 +59,8 @@ class Scored:
     """A method's configurations scored at one budget."""
 
     budget: float
-    #: One row per run that reached the budget, its score, and its configuration id.
+    #: One row per independent run that reached the budget (the others are counted
+    #: below), its score, and its configuration id.
     runs: pd.DataFrame
     y: pd.Series
     groups: pd.Series
@@ -62,20 +70,30 @@ class Scored:
     scores: pd.Series
     counts: pd.Series
     stds: pd.Series
+    #: Runs that reached the budget and are not among ``runs``: search runs whose
+    #: configuration confirmation runs repeat, and runs of a seed their configuration
+    #: already ran with (averaged into that run).
+    repeated_by_confirmation: int = 0
+    same_seed: int = 0
 
 
 def score(usable: pd.DataFrame, history: pd.DataFrame, metric: str, budget: float,
           params: list[str]) -> Scored:
-    """The configurations of ``usable`` (finished runs) at ``budget``."""
+    """The configurations of ``usable`` (finished runs) at ``budget``, each scored by its
+    independent runs (:func:`analysis.noise.independent_runs`)."""
     y = values_at_budget(usable, history, metric, budget)
     y = y[np.isfinite(y.to_numpy(dtype=float))]
     runs = usable.loc[y.index]
     groups = configurations(runs, [p for p in params if p in runs])
+    independent = independent_runs(runs, y, groups)
+    y = independent.y
+    runs, groups = runs.loc[y.index], groups[y.index]
     frame, scores, counts = collapse(runs, y, groups)
     spread = pd.Series(np.asarray(y, dtype=float), index=runs.index).groupby(
         groups.to_numpy()).std()
     stds = pd.Series(spread[groups[frame.index]].to_numpy(), index=frame.index)
-    return Scored(budget, runs, y, groups, frame, scores, counts, stds)
+    return Scored(budget, runs, y, groups, frame, scores, counts, stds,
+                  independent.repeated_by_confirmation, independent.same_seed)
 
 
 @dataclass
@@ -195,9 +213,10 @@ def analyse_method(
     for _, row in unpredictive(analysis.budgets, largest).iterrows():
         analysis.warnings.append(
             f"the ranking at {row['budget_a']:g} epochs does not predict the ranking at "
-            f"{largest:g} epochs (Spearman {row['spearman']:.2f} over {int(row['n'])} "
-            "configurations): configurations judged at the lower budget may not be the "
-            "best at the largest"
+            f"{largest:g} epochs (Spearman {row['spearman']:.2f}, 95% interval "
+            f"{row['spearman_low']:.2f} to {row['spearman_high']:.2f}, over "
+            f"{int(row['n'])} configurations): configurations judged at the lower budget "
+            "may not be the best at the largest"
         )
     _plots(analysis, marginals, metric, mode, plots_dir)
     return analysis
@@ -217,6 +236,18 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
             f"no budget was reached by the {budget.needed} configurations that importance "
             f"over {n_params} searched parameters needs (2 per parameter, at least 6): "
             "compared at the budget every trial reached, without importance"
+        )
+    scored = analysis.scored
+    if scored.repeated_by_confirmation:
+        analysis.notes.append(
+            f"{scored.repeated_by_confirmation} search run(s) left out of the scores and the "
+            "seed noise: confirmation runs repeat their configurations with fresh seeds, and "
+            "a run chosen for its score would bias both upward"
+        )
+    if scored.same_seed:
+        analysis.notes.append(
+            f"{scored.same_seed} run(s) repeat a configuration with a seed it already ran "
+            "with: averaged with that run and counted as one seed"
         )
     if analysis.noise.known:
         analysis.notes.append(

@@ -13,6 +13,15 @@ told from a reseeded run. Without replicates the noise is unknown and the report
 For importance and response curves each configuration counts once, with the mean of its
 runs, however many seeds it has; otherwise the configurations that happen to be repeated
 (usually the best ones) would weigh more.
+
+Only independent runs count (:func:`independent_runs`). A configuration that
+``sslstudy confirm`` ran again is scored by its confirmation runs alone: the search run
+they repeat was chosen for its score, so beside them it would pull the configuration's
+mean up and widen its spread (the winner's curse the fresh seeds are there to remove).
+And runs of one configuration with the same seed (a study run twice into one
+experiment, a categorical space proposing a configuration again, with the study's
+shared seed) are one seed, not several: averaged into one, so that the noise floor is
+never measured between runs that differ in nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from tracking import schema
 
 NOISE_COLUMNS = ["method", "metric", "std", "configs", "runs"]
 #: What the report shows when no configuration has replicates. The command runs the
@@ -50,6 +61,42 @@ def configurations(frame: pd.DataFrame, params: list[str]) -> pd.Series:
         return pd.Series(0, index=frame.index, dtype=int)
     keys = pd.util.hash_pandas_object(frame[params], index=False)
     return pd.Series(pd.factorize(keys)[0], index=frame.index)
+
+
+@dataclass(frozen=True)
+class Independent:
+    """The independent runs' scores (indexed by run id, a same-seed repeat averaged into
+    the first of its runs) and what was left out or merged to get them."""
+
+    y: pd.Series
+    #: Search runs left out because confirmation runs repeat their configuration.
+    repeated_by_confirmation: int
+    #: Runs averaged into an earlier run of their configuration with the same seed.
+    same_seed: int
+
+
+def independent_runs(runs: pd.DataFrame, y: pd.Series, groups: pd.Series) -> Independent:
+    """The runs of ``runs`` (aligned with ``y`` and ``groups``) that are independent draws
+    of their configuration's score: its confirmation runs where it has any, and one per
+    seed (a run without a seed is its own)."""
+    data = pd.DataFrame({"y": np.asarray(y, dtype=float), "g": np.asarray(groups)},
+                        index=runs.index)
+    confirmation = (runs["run_kind"] == schema.KIND_CONFIRM if "run_kind" in runs
+                    else pd.Series(False, index=runs.index))
+    confirmed = data.loc[confirmation.to_numpy(), "g"].unique()
+    keep = ~data["g"].isin(confirmed).to_numpy() | confirmation.to_numpy()
+    repeated = int((~keep).sum())
+    data = data[keep]
+    if schema.PARAM_SEED in runs:
+        seeds = runs.loc[data.index, schema.PARAM_SEED]
+        # A run without a seed param stands alone: its own id as its seed.
+        data["seed"] = seeds.astype(object).where(seeds.notna(), pd.Series(
+            data.index, index=data.index)).astype(str)
+    else:
+        data["seed"] = data.index.astype(str)
+    first = ~data[["g", "seed"]].duplicated()
+    means = data.groupby(["g", "seed"], sort=False)["y"].transform("mean")
+    return Independent(means[first.to_numpy()], repeated, int((~first).sum()))
 
 
 def noise_floor(y: pd.Series, groups: pd.Series) -> NoiseFloor:

@@ -71,12 +71,17 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if metric in schema.SEARCH_METRICS and validation(metric) in data.metrics:
+    if schema.is_test_score(metric):
         # Hyperparameters are never selected on the test split; analysing a test score is
-        # fine for sensitivity, but the best and recommended configurations are chosen on it.
+        # fine for sensitivity, but the best and recommended configurations, and the one
+        # the protocols are reported for, are chosen on it.
+        hint = (f"analyse {validation(metric)} to select a configuration"
+                if validation(metric) in data.metrics else
+                f"no run logged {validation(metric)}: a study whose search.metric is "
+                f"{metric} logs it")
         warning = (f"{metric} is scored on the test split: the best and recommended "
-                   f"configurations below are chosen on it, so their scores are optimistic; "
-                   f"analyse {validation(metric)} to select a configuration")
+                   f"configurations below, and the one the protocols are reported for, are "
+                   f"chosen on it, so their scores are optimistic; {hint}")
         logger.warning(warning)
         for analysis in analyses:
             analysis.warnings.append(warning)

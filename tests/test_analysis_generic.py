@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import plots
 from analysis.budgets import choose_budget, values_at_budget
+from analysis.method import score
+from analysis.noise import noise_floor
 from analysis.scales import make_binning, param_scale
 from study.cli import main
 
@@ -181,10 +183,11 @@ def test_a_failed_run_without_parameters_leaves_the_analysis_whole(
 
 
 def test_analysing_a_test_split_score_warns_that_selection_uses_it(tmp_path: Path) -> None:
-    """Runs that log the validation kNN accuracy beside the test one: analysing the test
-    score gives its sensitivity, with a warning that the best configurations are chosen
-    on the test split. A pair of another tool's names (Keras's ``acc`` and ``val_acc``,
-    where ``acc`` is the training accuracy) is not taken for one."""
+    """Runs that log the validation kNN accuracy beside the test one, and a protocol's
+    test score without a validation form: analysing a test score gives its sensitivity,
+    with a warning that the best configurations are chosen on the test split. A pair of
+    another tool's names (Keras's ``acc`` and ``val_acc``, where ``acc`` is the training
+    accuracy) is not taken for one."""
     uri = f"sqlite:///{tmp_path / 'both.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("both")
@@ -192,14 +195,20 @@ def test_analysing_a_test_split_score_warns_that_selection_uses_it(tmp_path: Pat
         run = client.create_run(exp)
         client.log_batch(run.info.run_id, params=[Param("lr", str(0.001 * (i + 1)))],
                          metrics=[Metric(name, 0.5 + 0.01 * i, 0, 1) for name in
-                                  ("knn_acc", "val_knn_acc", "acc", "val_acc")])
+                                  ("knn_acc", "val_knn_acc", "acc", "val_acc",
+                                   "finetune_frozen_10_acc", "retrieval_p5")])
         client.set_terminated(run.info.run_id)
-    for metric, warned in (("knn_acc", True), ("acc", False)):
+    hints = {"knn_acc": "analyse val_knn_acc to select",
+             "finetune_frozen_10_acc": "no run logged val_finetune_frozen_10_acc",
+             "retrieval_p5": "no run logged val_retrieval_p5", "acc": None,
+             "val_knn_acc": None}
+    for metric, hint in hints.items():
         out = tmp_path / metric
         assert main(["analyze", "--experiment", "both", "--tracking-uri", uri, "--metric",
                      metric, "--out", str(out)]) == 0
         text = (out / "report.html").read_text()
-        assert ("is scored on the test split" in text) == warned, metric
+        assert ("is scored on the test split" in text) == (hint is not None), metric
+        assert hint is None or hint in text, metric
 
 
 def test_a_budget_before_the_first_evaluation_says_so(foreign_experiment: str,
@@ -210,3 +219,31 @@ def test_a_budget_before_the_first_evaluation_says_so(foreign_experiment: str,
     assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
                  "--metric", "val_acc", "--budget", "0.5", "--out", str(out)]) == 0
     assert "no run reported val_acc at or before 0.5 epochs" in (out / "report.html").read_text()
+
+
+def test_scores_and_noise_come_from_independent_runs_only() -> None:
+    """Configuration A's search run (0.90, chosen for its luck) was confirmed with three
+    fresh seeds (0.48, 0.50, 0.52): A is scored by those alone, mean 0.50 and spread 0.02,
+    not pulled up to 0.60 by the run they repeat. B ran three times with the study's one
+    seed (0.70 each time): one seed, not a spread of zero. C, from another tool, has two
+    runs without a seed: two draws (0.30, 0.34)."""
+    rows = [("a-search", "A", "search", 0, 0.90),
+            *[(f"a-confirm-{s}", "A", "confirm", s, v)
+              for s, v in ((11, 0.48), (12, 0.50), (13, 0.52))],
+            *[(f"b-{i}", "B", "search", 0, 0.70) for i in range(3)],
+            ("c-0", "C", "search", None, 0.30), ("c-1", "C", "search", None, 0.34)]
+    runs = pd.DataFrame(
+        [{"run_id": run_id, "config": config, "run_kind": kind, "seed": seed, "budget": 4.0}
+         for run_id, config, kind, seed, _ in rows]).set_index("run_id", drop=False)
+    history = pd.DataFrame([{"run_id": run_id, "metric": "knn_acc", "step": 4, "value": v}
+                            for run_id, *_, v in rows])
+    scored = score(runs, history, "knn_acc", 4.0, ["config"])
+    means = dict(zip(scored.frame["config"], scored.scores, strict=True))
+    counts = dict(zip(scored.frame["config"], scored.counts, strict=True))
+    assert means == pytest.approx({"A": 0.50, "B": 0.70, "C": 0.32})
+    assert counts == {"A": 3, "B": 1, "C": 2}
+    assert (scored.repeated_by_confirmation, scored.same_seed) == (1, 2)
+    noise = noise_floor(scored.y, scored.groups)
+    # Pooled over A (squares 0.0008, 2 degrees of freedom) and C (0.0008, 1).
+    assert (noise.configs, noise.runs) == (2, 5)
+    assert noise.std == pytest.approx(math.sqrt(0.0016 / 3))

@@ -196,6 +196,30 @@ def test_budget_rankings_reversed_at_the_largest_budget_are_flagged() -> None:
     assert unpredictive(table, 8.0)["budget_a"].tolist() == [2.0]
 
 
+def test_a_low_correlation_over_few_configurations_is_not_taken_for_a_reversal() -> None:
+    """Six configurations ranked 1-6 at 2 epochs and 4 1 5 2 6 3 at 8: Spearman 0.2, but
+    over six (ASHA's survivors, say) an interval that reaches well above 0.5: no warning.
+    The same disorder over sixty is a clear one."""
+    final = [4, 1, 5, 2, 6, 3]
+
+    def table(copies: int) -> pd.DataFrame:
+        runs = pd.DataFrame({"run_id": [f"r{i}" for i in range(6 * copies)], "budget": 8.0})
+        history = pd.DataFrame(
+            [(f"r{i}", "acc", step, value) for i in range(6 * copies)
+             for step, value in ((2, i // copies + 0.001 * i),
+                                 (8, final[i // copies] + 0.001 * i))],
+            columns=["run_id", "metric", "step", "value"])
+        return rank_correlations("m", runs, history, "acc", [2.0, 8.0])
+
+    few = table(1).iloc[0]
+    assert few["spearman"] == pytest.approx(0.2)
+    assert few["spearman_low"] < 0.2 < 0.5 < few["spearman_high"]
+    assert unpredictive(table(1), 8.0).empty
+    many = table(10).iloc[0]
+    assert many["spearman_high"] < 0.5
+    assert unpredictive(table(10), 8.0)["budget_a"].tolist() == [2.0]
+
+
 def test_failures_are_grouped_by_reason_and_located_along_parameters() -> None:
     """Trials diverge at low temperature and run out of memory at the largest batch:
     reasons are grouped despite their different numbers, and the failure rate per bin

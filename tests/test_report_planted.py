@@ -119,7 +119,8 @@ def test_budgets_default_to_the_largest_with_enough_trials_and_reversals_warn(
     report: Path,
 ) -> None:
     budgets = _read(report, "budgets.csv")
-    assert list(budgets.columns) == ["method", "budget_a", "budget_b", "spearman", "n"]
+    assert list(budgets.columns) == ["method", "budget_a", "budget_b", "spearman",
+                                     "spearman_low", "spearman_high", "n"]
     alpha = budgets[budgets["method"] == "alpha"].set_index(["budget_a", "budget_b"])
     assert alpha.loc[(2.0, 8.0), "spearman"] < -0.5
     assert alpha.loc[(4.0, 8.0), "spearman"] > 0.5

@@ -218,6 +218,16 @@ def parse_label_metric(metric: str) -> tuple[str, str] | None:
     return f"{PRUNED_PREFIX}{found['sparsity']}", found["p_labels"]
 
 
+def is_test_score(metric: str) -> bool:
+    """Whether ``metric`` is one of the platform's scores on the held-out test split: an
+    evaluation measure or a protocol's metric, in its test form. (Another tool's metric
+    name is never taken for one.)"""
+    if metric.startswith(VAL_PREFIX):
+        return False
+    return (metric in SEARCH_METRICS or metric.startswith(RETRIEVAL_PREFIX)
+            or parse_label_metric(metric) is not None)
+
+
 #: Artifacts of the protocols, in a trial's run.
 RETRIEVAL_EXAMPLES = "retrieval/examples.png"
 EMBEDDINGS_DIR = "embeddings"
