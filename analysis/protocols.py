@@ -230,12 +230,14 @@ def _html_table(frame: pd.DataFrame) -> str:
 def protocols_section(
     runs: pd.DataFrame, params: list[str], metric: str, mode: str, out: Path,
     plots_dir: Path, fetch: Fetch,
-) -> str:
+) -> tuple[str, list[str]]:
     """Write ``protocols.csv`` (long form of Table 2), ``retrieval.csv`` and the maps'
-    plots; return the report's HTML section ("" when no run logged a protocol)."""
+    plots; return the report's HTML section ("" when no run logged a protocol) and the
+    names of the tables written."""
     chosen = best_configurations(runs, params, metric, mode)
     if not chosen:
-        return ""
+        return "", []
+    written = []
     long = label_table(chosen)
     retrieval = retrieval_table(chosen)
     parts = ["<h2>Evaluation protocols</h2>",
@@ -245,6 +247,7 @@ def protocols_section(
              "several, in percent.</p>"]
     if not long.empty:
         long.to_csv(out / "protocols.csv", index=False)
+        written.append("protocols.csv")
         parts += ["<h3>Fine-tuning with few labels</h3>",
                   "<p>The layout of Table 2 in 003_c80d734d47a8bbd6.txt: <b>frozen</b> is a "
                   "head on the pretrained encoder, <b>unfrozen</b> the whole network "
@@ -255,6 +258,7 @@ def protocols_section(
                   "labels per class).</p>", _html_table(table2(long))]
     if not retrieval.empty:
         retrieval.to_csv(out / "retrieval.csv", index=False)
+        written.append("retrieval.csv")
         parts += ["<h3>Retrieval</h3>",
                   "<p>Test images as queries against the labelled train split, by cosine "
                   "similarity: precision at k (p&lt;k&gt;) and mean average precision at "
@@ -269,4 +273,4 @@ def protocols_section(
                   "method's pretrained network beside the same network at random "
                   "initialisation.</p>",
                   '<div class="plots">' + "".join(map(_img, plots)) + "</div>"]
-    return "\n".join(parts)
+    return "\n".join(parts), written

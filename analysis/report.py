@@ -71,10 +71,10 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if schema.is_test_score(metric):
+    if schema.is_test_score(metric) and analyses:
         # Hyperparameters are never selected on the test split; analysing a test score is
         # fine for sensitivity, but the best and recommended configurations, and the one
-        # the protocols are reported for, are chosen on it.
+        # the protocols are reported for, are chosen on it. (Sweeps select nothing.)
         hint = (f"analyse {validation(metric)} to select a configuration"
                 if validation(metric) in data.metrics else
                 f"no run logged {validation(metric)}: a study whose search.metric is "
@@ -109,7 +109,7 @@ def run_analysis(
     for name, table in tables.items():
         table.to_csv(out / name, index=False)
     # The evaluation protocols (analysis.protocols): Table 2, retrieval, embedding maps.
-    protocols = protocols_section(
+    protocols, protocol_tables = protocols_section(
         searched.runs, data.params, metric, mode, out, plots_dir,
         lambda run_id, path: read_artifact(tracking_uri, run_id, path),
     )
@@ -121,11 +121,12 @@ def run_analysis(
                                     sweeps, sweep_figures, protocols, views, data.params))
     studies = [r.info.run_id for r in data.parents
                if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
-    attached = log_report(tracking_uri, studies, [report, *(out / name for name in tables)])
+    table_names = [*tables, *protocol_tables]
+    attached = log_report(tracking_uri, studies, [report, *(out / n for n in table_names)])
     logger.info("report: %s", report.resolve())
     logger.info("open it: %s", report.resolve().as_uri())
     logger.info("tables: runs.parquet, history.parquet, %s; plots in %s",
-                ", ".join(tables), plots_dir.resolve())
+                ", ".join(table_names), plots_dir.resolve())
     if studies and attached:
         logger.info("the report is also an artifact of the study's MLflow run (%s/)",
                     schema.REPORT_DIR)

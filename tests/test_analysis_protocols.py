@@ -110,8 +110,9 @@ def test_the_section_writes_tables_and_maps_beside_random_init(runs, tmp_path: P
                  ("b1", "embeddings/tsne_random_init.parquet"): parquet(1.0)}
     plots = tmp_path / "plots"
     plots.mkdir()
-    html = protocols_section(runs, PARAMS, "val_knn_acc", "max", tmp_path, plots,
-                             lambda run_id, path: artifacts.get((run_id, path)))
+    html, written = protocols_section(runs, PARAMS, "val_knn_acc", "max", tmp_path, plots,
+                                      lambda run_id, path: artifacts.get((run_id, path)))
+    assert written == ["protocols.csv", "retrieval.csv"]
     assert "Fine-tuning with few labels" in html and "supervised baseline" in html
     assert "70.0 ± 5.0" in html and "Retrieval" in html
     assert "data:image/png;base64," in html
@@ -125,5 +126,5 @@ def test_the_section_writes_tables_and_maps_beside_random_init(runs, tmp_path: P
 def test_an_experiment_without_protocols_gets_no_section(tmp_path: Path) -> None:
     runs = pd.DataFrame([_run("s1", "simclr", 0.2, 0, 0.9), _run("s2", "simclr", 0.3, 0, 0.8)])
     assert protocols_section(runs, PARAMS, "val_knn_acc", "max", tmp_path, tmp_path,
-                             lambda *_: None) == ""
+                             lambda *_: None) == ("", [])
     assert not (tmp_path / "protocols.csv").exists()

@@ -374,6 +374,9 @@ def test_the_report_shows_the_protocols_in_the_layout_of_table_2(finished_study:
     assert " ± " in report, "replicates (fresh seeds) give mean ± std"
     table = pd.read_csv(out / "protocols.csv")
     assert set(table["method"]) == {"simclr", "moco"} and (table["n"] >= 2).all()
+    client, (parent,), _ = _children(finished_study, "tiny")
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/protocols.csv", "report/retrieval.csv"} <= attached
     assert {"simclr_embedding.png", "moco_embedding.png"} <= {
         p.name for p in (out / "plots").iterdir()}
     runs = pd.read_parquet(out / "runs.parquet")
