@@ -21,8 +21,9 @@ budgets), and ``budgets.csv`` gives the Spearman rank correlation of the trials'
 between every pair of analysed budgets and the largest budget reached, with a bootstrap
 interval over configurations. With early stopping, the configurations that reached the
 higher budget are those the lower budget's scores let through: a narrower range than all
-of them, which pulls the correlation towards 0 (measured on planted searches: a true 0.77
-over all configurations came out at 0.46 on average over ASHA's 8 survivors). A low
+of them, which pulls the correlation towards 0 (in a one-off simulation of planted
+searches, a true 0.77 over all configurations came out at 0.46 on average over ASHA's 8
+survivors). A low
 correlation over few of them is therefore weak evidence, and the report only warns
 when the whole interval lies below :data:`PREDICTIVE_SPEARMAN`.
 """
@@ -38,6 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.errors import AnalysisInputError
+from analysis.noise import independent_runs
 
 REQUESTS = ("auto", "common", "full")
 MIN_TRIALS = 6
@@ -152,11 +154,15 @@ def rank_correlations(
     """Spearman rank correlation of the scores of the configurations that reached both
     budgets, for every pair of ``budgets`` (analysed budgets and the largest reached), with
     its 95% percentile bootstrap interval (configurations resampled).
-    ``groups`` (run id -> configuration) averages the runs of a configuration first. NaN
-    where fewer than three reached both, or where one budget's scores are all equal."""
+    ``groups`` (run id -> configuration) averages the independent runs of a configuration
+    first (:func:`analysis.noise.independent_runs`). NaN where fewer than three reached
+    both, or where one budget's scores are all equal."""
     values = {b: values_at_budget(runs, history, metric, b) for b in budgets}
     if groups is not None:
-        values = {b: v.groupby(groups[v.index].to_numpy()).mean() for b, v in values.items()}
+        independent = {b: independent_runs(runs.loc[v.index], v, groups[v.index]).y
+                       for b, v in values.items()}
+        values = {b: v.groupby(groups[v.index].to_numpy()).mean()
+                  for b, v in independent.items()}
     rows = []
     for low, high in combinations(sorted(set(budgets)), 2):
         both = pd.concat([values[low], values[high]], axis=1, join="inner").dropna()

@@ -32,6 +32,7 @@ from analysis.noise import (
     NoiseFloor,
     collapse,
     configurations,
+    confirmed,
     independent_runs,
     noise_floor,
 )
@@ -199,8 +200,12 @@ def analyse_method(
     analysis.budget, analysis.usable, analysis.params = budget, usable, params
     analysis.scored = scored
     analysis.noise = noise_floor(scored.y, scored.groups)
-    analysis.recommendation = recommend(scored.frame, scored.scores, scored.counts, params,
-                                        mode, budget.budget, analysis.noise)
+    candidates = confirmed(scored.frame)
+    if not candidates.any():
+        candidates = pd.Series(True, index=scored.frame.index)
+    analysis.recommendation = recommend(
+        scored.frame[candidates], scored.scores[candidates], scored.counts[candidates],
+        params, mode, budget.budget, analysis.noise)
     _budget_notes(analysis, len(params))
 
     marginals = _importance(analysis, experiment, metric)
@@ -239,15 +244,20 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
         )
     scored = analysis.scored
     if scored.repeated_by_confirmation:
+        confirmations = confirmed(scored.frame)
         analysis.notes.append(
-            f"{scored.repeated_by_confirmation} search run(s) left out of the scores and the "
-            "seed noise: confirmation runs repeat their configurations with fresh seeds, and "
-            "a run chosen for its score would bias both upward"
+            f"{scored.repeated_by_confirmation} earlier run(s) of configurations that "
+            "confirmation runs repeat are left out of their scores and the seed noise at "
+            f"{budget.budget:g} epochs: the fresh seeds stand in for them (the best were "
+            "chosen for their scores, which would bias both upward). The recommendation "
+            f"is chosen among the {int(confirmations.sum())} configuration(s) confirmed "
+            "there"
         )
     if scored.same_seed:
         analysis.notes.append(
             f"{scored.same_seed} run(s) repeat a configuration with a seed it already ran "
-            "with: averaged with that run and counted as one seed"
+            f"with at {budget.budget:g} epochs: averaged with that run and counted as one "
+            "seed"
         )
     if analysis.noise.known:
         analysis.notes.append(

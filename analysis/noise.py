@@ -18,6 +18,9 @@ Only independent runs count (:func:`independent_runs`). A configuration that
 ``sslstudy confirm`` ran again is scored by its confirmation runs alone: the search run
 they repeat was chosen for its score, so beside them it would pull the configuration's
 mean up and widen its spread (the winner's curse the fresh seeds are there to remove).
+For the same reason a selection (the recommendation, the protocols' configuration)
+chooses among the confirmed configurations when there are any: the others' scores are
+the single search runs whose luck ranked them.
 And runs of one configuration with the same seed (a study run twice into one
 experiment, a categorical space proposing a configuration again, with the study's
 shared seed) are one seed, not several: averaged into one, so that the noise floor is
@@ -81,10 +84,9 @@ def independent_runs(runs: pd.DataFrame, y: pd.Series, groups: pd.Series) -> Ind
     seed (a run without a seed is its own)."""
     data = pd.DataFrame({"y": np.asarray(y, dtype=float), "g": np.asarray(groups)},
                         index=runs.index)
-    confirmation = (runs["run_kind"] == schema.KIND_CONFIRM if "run_kind" in runs
-                    else pd.Series(False, index=runs.index))
-    confirmed = data.loc[confirmation.to_numpy(), "g"].unique()
-    keep = ~data["g"].isin(confirmed).to_numpy() | confirmation.to_numpy()
+    confirmation = confirmed(runs).to_numpy()
+    repeated_configurations = data.loc[confirmation, "g"].unique()
+    keep = ~data["g"].isin(repeated_configurations).to_numpy() | confirmation
     repeated = int((~keep).sum())
     data = data[keep]
     if schema.PARAM_SEED in runs:
@@ -97,6 +99,15 @@ def independent_runs(runs: pd.DataFrame, y: pd.Series, groups: pd.Series) -> Ind
     first = ~data[["g", "seed"]].duplicated()
     means = data.groupby(["g", "seed"], sort=False)["y"].transform("mean")
     return Independent(means[first.to_numpy()], repeated, int((~first).sum()))
+
+
+def confirmed(runs: pd.DataFrame) -> pd.Series:
+    """Per run: whether it is a confirmation run. Among independent runs, a configuration
+    with one has only those, so on a frame of one row per configuration (its first
+    independent run) this tells the configurations that confirmation runs score."""
+    if "run_kind" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["run_kind"] == schema.KIND_CONFIRM
 
 
 def noise_floor(y: pd.Series, groups: pd.Series) -> NoiseFloor:

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.noise import configurations, confirmed, independent_runs
 from tracking import schema
 
 #: How the rows of one method are ordered: Table 2's order.
@@ -71,25 +72,31 @@ def best_configurations(
 ) -> dict[str, pd.DataFrame]:
     """Method -> the runs (replicates) of its configuration that the protocols are
     reported for: the best mean ``final_<metric>`` among configurations with protocol
-    metrics, or the one with most runs when none logged ``metric``."""
+    metrics, or the one with most runs when none logged ``metric``. Only independent runs
+    count, and confirmed configurations are preferred, as for the recommendation
+    (:mod:`analysis.noise`)."""
     logged = _protocol_runs(runs)
     keys = [p for p in params if p in logged and p != schema.PARAM_SEED]
     chosen = {}
     score_column = f"final_{metric}"
     for method, mine in logged.groupby("method", sort=True):
-        configuration = (pd.util.hash_pandas_object(mine[keys], index=False) if keys
-                         else pd.Series(0, index=mine.index))
-        summary = pd.DataFrame({
-            "score": (mine[score_column] if score_column in mine
-                      else pd.Series(np.nan, index=mine.index)),
-            "configuration": configuration,
-        }).groupby("configuration").agg(score=("score", "mean"), runs=("score", "size"))
+        groups = configurations(mine, keys)
+        scores = (mine[score_column] if score_column in mine
+                  else pd.Series(np.nan, index=mine.index))
+        independent = independent_runs(mine, scores, groups).y
+        mine, groups = mine.loc[independent.index], groups[independent.index]
+        summary = pd.DataFrame({"score": independent, "configuration": groups}).groupby(
+            "configuration").agg(score=("score", "mean"), runs=("score", "size"))
+        # Among the confirmed configurations where there are any, as the recommendation.
+        checked = groups[confirmed(mine)].unique()
+        if len(checked):
+            summary = summary.loc[checked]
         scored = summary["score"].dropna()
         if scored.empty:
             best = summary["runs"].idxmax()
         else:
             best = scored.idxmin() if mode == "min" else scored.idxmax()
-        chosen[str(method)] = mine[configuration == best]
+        chosen[str(method)] = mine[groups == best]
     return chosen
 
 

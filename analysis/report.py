@@ -4,8 +4,9 @@ experiment.
 Writes, into ``--out``: ``report.html``; ``runs.parquet`` and ``history.parquet`` (every
 run and every logged value); ``importance.csv``, ``sensitivity.csv``, ``effects.csv``,
 ``noise.csv``, ``budgets.csv``, ``failures.csv`` and, for several methods,
-``comparison.csv``; the figures in ``plots/``. The README's analysis section explains
-every column and figure.
+``comparison.csv``, for sweeps ``sweeps.csv``, for the evaluation protocols
+``protocols.csv`` and ``retrieval.csv``; the figures in ``plots/``. The README's
+analysis section explains every column and figure.
 """
 
 from __future__ import annotations
@@ -71,17 +72,18 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if schema.is_test_score(metric) and analyses:
+    if schema.is_test_score(metric) and any(a.scored is not None for a in analyses):
         # Hyperparameters are never selected on the test split; analysing a test score is
         # fine for sensitivity, but the best and recommended configurations, and the one
-        # the protocols are reported for, are chosen on it. (Sweeps select nothing.)
+        # the protocols are reported for, are chosen on it. (A sweep's table marks its
+        # best cell but recommends nothing.)
         hint = (f"analyse {validation(metric)} to select a configuration"
                 if validation(metric) in data.metrics else
                 f"no run logged {validation(metric)}: a study whose search.metric is "
                 f"{metric} logs it")
         warning = (f"{metric} is scored on the test split: the best and recommended "
-                   f"configurations below, and the one the protocols are reported for, are "
-                   f"chosen on it, so their scores are optimistic; {hint}")
+                   f"configurations below, and the protocols' configuration where they are "
+                   f"reported, are chosen on it, so their scores are optimistic; {hint}")
         logger.warning(warning)
         for analysis in analyses:
             analysis.warnings.append(warning)

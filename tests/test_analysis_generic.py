@@ -14,8 +14,9 @@ from mlflow.tracking import MlflowClient
 
 from analysis import plots
 from analysis.budgets import choose_budget, values_at_budget
-from analysis.method import score
+from analysis.method import analyse_method, score
 from analysis.noise import noise_floor
+from analysis.runs import Experiment
 from analysis.scales import make_binning, param_scale
 from study.cli import main
 
@@ -221,29 +222,45 @@ def test_a_budget_before_the_first_evaluation_says_so(foreign_experiment: str,
     assert "no run reported val_acc at or before 0.5 epochs" in (out / "report.html").read_text()
 
 
-def test_scores_and_noise_come_from_independent_runs_only() -> None:
+def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> None:
     """Configuration A's search run (0.90, chosen for its luck) was confirmed with three
     fresh seeds (0.48, 0.50, 0.52): A is scored by those alone, mean 0.50 and spread 0.02,
     not pulled up to 0.60 by the run they repeat. B ran three times with the study's one
-    seed (0.70 each time): one seed, not a spread of zero. C, from another tool, has two
-    runs without a seed: two draws (0.30, 0.34)."""
-    rows = [("a-search", "A", "search", 0, 0.90),
-            *[(f"a-confirm-{s}", "A", "confirm", s, v)
+    seed (0.60, 0.70, 0.80): one seed, scored 0.70, not three draws. C, from another tool,
+    has two runs without a seed: two draws (0.30, 0.34). D's confirmation run stopped
+    before the analysed budget: its search run (0.40) still scores it. The recommendation
+    is the best confirmed configuration, A, though B's single seed scores higher."""
+    rows = [("a-search", "A", "search", 0, 4, 0.90),
+            *[(f"a-confirm-{s}", "A", "confirm", s, 4, v)
               for s, v in ((11, 0.48), (12, 0.50), (13, 0.52))],
-            *[(f"b-{i}", "B", "search", 0, 0.70) for i in range(3)],
-            ("c-0", "C", "search", None, 0.30), ("c-1", "C", "search", None, 0.34)]
+            *[(f"b-{i}", "B", "search", 0, 4, v) for i, v in enumerate((0.6, 0.7, 0.8))],
+            ("c-0", "C", "search", None, 4, 0.30), ("c-1", "C", "search", None, 4, 0.34),
+            ("d-search", "D", "search", 0, 4, 0.40), ("d-confirm", "D", "confirm", 21, 2, 0.5)]
     runs = pd.DataFrame(
-        [{"run_id": run_id, "config": config, "run_kind": kind, "seed": seed, "budget": 4.0}
-         for run_id, config, kind, seed, _ in rows]).set_index("run_id", drop=False)
-    history = pd.DataFrame([{"run_id": run_id, "metric": "knn_acc", "step": 4, "value": v}
-                            for run_id, *_, v in rows])
-    scored = score(runs, history, "knn_acc", 4.0, ["config"])
+        [{"run_id": run_id, "run_name": run_id, "method": "m", "status": "completed",
+          "config": config, "run_kind": kind, "seed": seed, "budget": float(budget),
+          "max_budget": 4.0}
+         for run_id, config, kind, seed, budget, _ in rows])
+    history = pd.DataFrame([{"run_id": run_id, "metric": "acc", "step": budget, "value": v}
+                            for run_id, _, _, _, budget, v in rows])
+    runs = runs.assign(final_acc=[v for *_, v in rows])
+    scored = score(runs.set_index("run_id", drop=False), history, "acc", 4.0, ["config"])
     means = dict(zip(scored.frame["config"], scored.scores, strict=True))
     counts = dict(zip(scored.frame["config"], scored.counts, strict=True))
-    assert means == pytest.approx({"A": 0.50, "B": 0.70, "C": 0.32})
-    assert counts == {"A": 3, "B": 1, "C": 2}
+    assert means == pytest.approx({"A": 0.50, "B": 0.70, "C": 0.32, "D": 0.40})
+    assert counts == {"A": 3, "B": 1, "C": 2, "D": 1}
     assert (scored.repeated_by_confirmation, scored.same_seed) == (1, 2)
     noise = noise_floor(scored.y, scored.groups)
     # Pooled over A (squares 0.0008, 2 degrees of freedom) and C (0.0008, 1).
     assert (noise.configs, noise.runs) == (2, 5)
     assert noise.std == pytest.approx(math.sqrt(0.0016 / 3))
+
+    experiment = Experiment(runs, history, ["config"], ["acc"])
+    analysis = analyse_method(experiment, "m", "acc", "max", "4", tmp_path)
+    assert analysis.recommendation is not None
+    assert analysis.recommendation.params == {"config": "A"}
+    assert analysis.recommendation.score == pytest.approx(0.50)
+    notes = " ".join(analysis.notes)
+    assert "1 earlier run(s) of configurations that confirmation runs repeat" in notes
+    assert "chosen among the 1 configuration(s) confirmed there" in notes
+    assert "2 run(s) repeat a configuration with a seed it already ran with" in notes

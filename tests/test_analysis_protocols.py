@@ -123,6 +123,19 @@ def test_the_section_writes_tables_and_maps_beside_random_init(runs, tmp_path: P
     assert (tmp_path / "retrieval.csv").exists()
 
 
+def test_the_protocols_follow_the_confirmation_runs_not_the_run_they_repeat() -> None:
+    """Configuration A's lucky search run (0.95) was confirmed with two fresh seeds (0.50,
+    0.52); B's single search run scores 0.60. The protocols are reported for A, the
+    confirmed configuration, as the recommendation is, over its two confirmation runs."""
+    rows = [{**_run("a0", "simclr", 0.1, 0, 0.95, **TABLE2), "run_kind": "search"},
+            *[{**_run(f"a{s}", "simclr", 0.1, s, v, **TABLE2), "run_kind": "confirm"}
+              for s, v in ((1, 0.50), (2, 0.52))],
+            {**_run("b0", "simclr", 0.5, 0, 0.60, **TABLE2), "run_kind": "search"}]
+    chosen = best_configurations(pd.DataFrame(rows), PARAMS, "val_knn_acc", "max")
+    assert sorted(chosen["simclr"]["run_id"]) == ["a1", "a2"]
+    assert (label_table(chosen)["n"] == 2).all()
+
+
 def test_an_experiment_without_protocols_gets_no_section(tmp_path: Path) -> None:
     runs = pd.DataFrame([_run("s1", "simclr", 0.2, 0, 0.9), _run("s2", "simclr", 0.3, 0, 0.8)])
     assert protocols_section(runs, PARAMS, "val_knn_acc", "max", tmp_path, tmp_path,

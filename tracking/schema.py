@@ -220,8 +220,8 @@ def parse_label_metric(metric: str) -> tuple[str, str] | None:
 
 def is_test_score(metric: str) -> bool:
     """Whether ``metric`` is one of the platform's scores on the held-out test split: an
-    evaluation measure or a protocol's metric, in its test form. (Another tool's metric
-    name is never taken for one.)"""
+    evaluation measure or a protocol's metric, in its test form. Decided by name: another
+    tool's ``acc`` is not one, its ``knn_acc`` would be."""
     if metric.startswith(VAL_PREFIX):
         return False
     return (metric in SEARCH_METRICS or metric.startswith(RETRIEVAL_PREFIX)
