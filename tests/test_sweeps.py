@@ -53,3 +53,18 @@ def test_analyze_writes_the_sweep_table(tmp_path: Path) -> None:
     assert "within noise" in marks["1.0"] and "within noise" not in marks["0.1"]
     assert "within noise" not in marks["2.0"]
     assert any(p.name.startswith("sweep_simclr_temperature") for p in (out / "plots").iterdir())
+
+
+def test_a_sweep_analysed_on_its_test_score_is_not_warned_about_selection(
+    tmp_path: Path, caplog
+) -> None:
+    """A sweep recommends nothing, so its test score may be analysed without the warning
+    that a search's selection would use the test split."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, experiment_id = create_experiment(uri, "sw")
+    write_study(client, experiment_id, _cells(), objective=("val_knn_acc", "max"))
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "sw", "--tracking-uri", uri, "--metric", "knn_acc",
+                 "--out", str(out)]) == 0
+    assert "is scored on the test split" not in (out / "report.html").read_text()
+    assert "is scored on the test split" not in caplog.text
