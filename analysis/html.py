@@ -102,7 +102,9 @@ def _summary(a: MethodAnalysis, metric: str, view: MethodView | None = None) -> 
                          f"{_e(', '.join(rest))}</p>")
     if a.recommendation is not None:
         r = a.recommendation
-        parts.append(f"<p><b>Recommended configuration</b> (best at {r.budget:g} epochs, "
+        among = (f"best of the {r.among_confirmed} confirmed with fresh seeds"
+                 if r.among_confirmed else "best")
+        parts.append(f"<p><b>Recommended configuration</b> ({among} at {r.budget:g} epochs, "
                      f"run {_e(r.run_name)}); expected {_e(metric)}: "
                      f"{_e(r.expected())}</p><pre>{_e(r.yaml(a.method))}</pre>")
         if view is not None and view.train_command:
@@ -290,7 +292,7 @@ def render_report(
             "compared at (epochs)": a.budget.budget if a.budget else math.nan,
             "configurations": len(a.scored.frame) if a.scored is not None else 0,
             "seed noise (std)": a.noise.std if a.noise.known else "unknown",
-            f"best {metric} at the compared budget": a.recommendation.score
+            f"recommended {metric} at the compared budget": a.recommendation.score
             if a.recommendation else math.nan,
         }
         for a in analyses

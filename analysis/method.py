@@ -9,7 +9,7 @@ reached; the figures and the summary use the comparison budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -200,12 +200,7 @@ def analyse_method(
     analysis.budget, analysis.usable, analysis.params = budget, usable, params
     analysis.scored = scored
     analysis.noise = noise_floor(scored.y, scored.groups)
-    candidates = confirmed(scored.frame)
-    if not candidates.any():
-        candidates = pd.Series(True, index=scored.frame.index)
-    analysis.recommendation = recommend(
-        scored.frame[candidates], scored.scores[candidates], scored.counts[candidates],
-        params, mode, budget.budget, analysis.noise)
+    analysis.recommendation = _recommend(scored, params, mode, analysis.noise)
     _budget_notes(analysis, len(params))
 
     marginals = _importance(analysis, experiment, metric)
@@ -227,6 +222,23 @@ def analyse_method(
     return analysis
 
 
+def _recommend(scored: Scored, params: list[str], mode: str, noise: NoiseFloor
+               ) -> Recommendation | None:
+    """The best configuration, among the confirmed ones where there are any (their
+    fresh seeds score them free of the luck that ranked the others), with the ids of its
+    independent runs."""
+    candidates = confirmed(scored.frame)
+    among = int(candidates.sum())
+    if not among:
+        candidates = pd.Series(True, index=scored.frame.index)
+    chosen = recommend(scored.frame[candidates], scored.scores[candidates],
+                       scored.counts[candidates], params, mode, scored.budget, noise)
+    if chosen is None:
+        return None
+    members = scored.groups.index[scored.groups == scored.groups[chosen.run_id]]
+    return replace(chosen, run_ids=tuple(map(str, members)), among_confirmed=among)
+
+
 def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
     budget = analysis.budget
     assert budget is not None and analysis.scored is not None
@@ -244,14 +256,17 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
         )
     scored = analysis.scored
     if scored.repeated_by_confirmation:
-        confirmations = confirmed(scored.frame)
         analysis.notes.append(
             f"{scored.repeated_by_confirmation} earlier run(s) of configurations that "
             "confirmation runs repeat are left out of their scores and the seed noise at "
             f"{budget.budget:g} epochs: the fresh seeds stand in for them (the best were "
-            "chosen for their scores, which would bias both upward). The recommendation "
-            f"is chosen among the {int(confirmations.sum())} configuration(s) confirmed "
-            "there"
+            "chosen for their scores, which would bias both upward)"
+        )
+    if analysis.recommendation is not None and analysis.recommendation.among_confirmed:
+        analysis.notes.append(
+            "the recommendation is chosen among the "
+            f"{analysis.recommendation.among_confirmed} configuration(s) that confirmation "
+            f"runs score at {budget.budget:g} epochs"
         )
     if scored.same_seed:
         analysis.notes.append(

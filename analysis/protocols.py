@@ -11,10 +11,12 @@
 - Embedding maps (../shared/seeds/004_e6ad71d192551e5a.txt): each method's map beside
   the same network's at random initialisation.
 
-Each method is reported for one configuration: among the configurations (a method with
-its hyperparameter values; runs differing only in ``seed`` are its replicates) whose
-runs logged protocol metrics, the one with the best mean score on the report's metric
-(the study's validation objective). Pure functions of the runs table and of the maps'
+Each method is reported for one configuration: the one the report recommends, over its
+independent runs (:mod:`analysis.noise`), where they logged protocol metrics; otherwise,
+among the configurations (a method with its hyperparameter values; runs differing only
+in ``seed`` are its replicates) whose runs logged them, the one with the best mean score
+on the report's metric (the study's validation objective), the confirmed ones first, as
+for the recommendation. Pure functions of the runs table and of the maps'
 tables; ``protocols_section`` writes the CSV files and plots and returns the report's
 HTML. Experiments without protocol metrics get nothing.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -68,21 +70,29 @@ def _protocol_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_configurations(
-    runs: pd.DataFrame, params: list[str], metric: str, mode: str
+    runs: pd.DataFrame, params: list[str], metric: str, mode: str,
+    recommended: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Method -> the runs (replicates) of its configuration that the protocols are
-    reported for: the best mean ``final_<metric>`` among configurations with protocol
-    metrics, or the one with most runs when none logged ``metric``. Only independent runs
-    count, and confirmed configurations are preferred, as for the recommendation
-    (:mod:`analysis.noise`)."""
+    reported for: those of ``recommended[method]`` (run ids: the recommendation's
+    independent runs) that logged protocol metrics; failing that, the best mean
+    ``final_<metric>`` among configurations with protocol metrics, confirmed ones first
+    and independent runs only, or the one with most runs when none logged ``metric``."""
     logged = _protocol_runs(runs)
     keys = [p for p in params if p in logged and p != schema.PARAM_SEED]
     chosen = {}
     score_column = f"final_{metric}"
     for method, mine in logged.groupby("method", sort=True):
-        groups = configurations(mine, keys)
+        ours = mine[mine["run_id"].isin((recommended or {}).get(str(method), ()))]
+        if not ours.empty:
+            chosen[str(method)] = ours
+            continue
         scores = (mine[score_column] if score_column in mine
                   else pd.Series(np.nan, index=mine.index))
+        if scores.notna().any():
+            # As the recommendation: only runs with a score take part.
+            mine, scores = mine[scores.notna()], scores[scores.notna()]
+        groups = configurations(mine, keys)
         independent = independent_runs(mine, scores, groups).y
         mine, groups = mine.loc[independent.index], groups[independent.index]
         summary = pd.DataFrame({"score": independent, "configuration": groups}).groupby(
@@ -236,22 +246,23 @@ def _html_table(frame: pd.DataFrame) -> str:
 
 def protocols_section(
     runs: pd.DataFrame, params: list[str], metric: str, mode: str, out: Path,
-    plots_dir: Path, fetch: Fetch,
+    plots_dir: Path, fetch: Fetch, recommended: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str, list[str]]:
     """Write ``protocols.csv`` (long form of Table 2), ``retrieval.csv`` and the maps'
     plots; return the report's HTML section ("" when no run logged a protocol) and the
     names of the tables written."""
-    chosen = best_configurations(runs, params, metric, mode)
+    chosen = best_configurations(runs, params, metric, mode, recommended)
     if not chosen:
         return "", []
     written = []
     long = label_table(chosen)
     retrieval = retrieval_table(chosen)
     parts = ["<h2>Evaluation protocols</h2>",
-             f"<p>Each method's configuration with the best mean {html.escape(metric)} "
-             "among those whose runs logged protocol metrics, on the test split; mean ± "
-             "std over its replicates (runs differing only in their seed) where there are "
-             "several, in percent.</p>"]
+             "<p>Each method's recommended configuration where its runs logged protocol "
+             f"metrics, else the best mean {html.escape(metric)} among those whose runs "
+             "did (confirmed ones first), on the test split; mean ± std over its "
+             "independent runs (differing in their seed) where there are several, in "
+             "percent.</p>"]
     if not long.empty:
         long.to_csv(out / "protocols.csv", index=False)
         written.append("protocols.csv")

@@ -72,7 +72,7 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if schema.is_test_score(metric) and any(a.scored is not None for a in analyses):
+    if schema.is_test_score(metric) and analyses:
         # Hyperparameters are never selected on the test split; analysing a test score is
         # fine for sensitivity, but the best and recommended configurations, and the one
         # the protocols are reported for, are chosen on it. (A sweep's table marks its
@@ -114,6 +114,7 @@ def run_analysis(
     protocols, protocol_tables = protocols_section(
         searched.runs, data.params, metric, mode, out, plots_dir,
         lambda run_id, path: read_artifact(tracking_uri, run_id, path),
+        {a.method: a.recommendation.run_ids for a in analyses if a.recommendation},
     )
     views = build_views(client, found.experiment_id, experiment, tracking_uri, data.parents,
                         analyses, data, metric, out, plots_dir)

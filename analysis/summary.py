@@ -34,6 +34,12 @@ class Recommendation:
     budget: float
     run_name: str
     noise: NoiseFloor
+    #: The first run of the configuration (its id), and the ids of all its independent
+    #: runs at the budget.
+    run_id: str = ""
+    run_ids: tuple[str, ...] = ()
+    #: How many confirmed configurations it was chosen among (0: among all of them).
+    among_confirmed: int = 0
 
     def yaml(self, method: str) -> str:
         """The configuration as lines for ``methods.<method>.space``."""
@@ -62,7 +68,7 @@ def recommend(
     return Recommendation(
         params={p: _native(row[p]) for p in params if pd.notna(row[p])},
         score=float(scores[best]), runs=int(runs[best]), budget=budget,
-        run_name=str(row.get("run_name", best)), noise=noise,
+        run_name=str(row.get("run_name", best)), noise=noise, run_id=str(best),
     )
 
 

@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -145,11 +146,29 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
     assert not left, f"processes started by the tests outlived them: {left}"
 
 
+def _experiment_written(database: Path, experiment: str) -> bool:
+    """Whether a study has created ``experiment`` in ``database``, read without MLflow.
+    Polled while a study's driver starts, an MLflow client would create the store itself
+    and run MLflow's schema migrations beside the driver's: one of the two fails."""
+    if not database.is_file():
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        tables = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        # A study creates its experiment once the store's tables are complete.
+        if "experiments" not in tables:
+            return False
+        return db.execute("SELECT 1 FROM experiments WHERE name = ?",
+                          (experiment,)).fetchone() is not None
+
+
 def child_runs(tmp: Path, experiment: str) -> list:
     """The trial (child) runs of ``experiment`` in ``tmp/mlflow.db``; none before the
     experiment exists."""
     from mlflow.tracking import MlflowClient
 
+    if not _experiment_written(tmp / "mlflow.db", experiment):
+        return []
     client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
     if found is None:

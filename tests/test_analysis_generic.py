@@ -260,7 +260,10 @@ def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> Non
     assert analysis.recommendation is not None
     assert analysis.recommendation.params == {"config": "A"}
     assert analysis.recommendation.score == pytest.approx(0.50)
+    assert sorted(analysis.recommendation.run_ids) == [f"a-confirm-{s}" for s in (11, 12, 13)]
+    assert analysis.recommendation.among_confirmed == 1
     notes = " ".join(analysis.notes)
     assert "1 earlier run(s) of configurations that confirmation runs repeat" in notes
-    assert "chosen among the 1 configuration(s) confirmed there" in notes
+    assert ("the recommendation is chosen among the 1 configuration(s) that confirmation "
+            "runs score at 4 epochs") in notes
     assert "2 run(s) repeat a configuration with a seed it already ran with" in notes

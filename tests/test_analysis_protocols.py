@@ -134,6 +134,21 @@ def test_the_protocols_follow_the_confirmation_runs_not_the_run_they_repeat() ->
     chosen = best_configurations(pd.DataFrame(rows), PARAMS, "val_knn_acc", "max")
     assert sorted(chosen["simclr"]["run_id"]) == ["a1", "a2"]
     assert (label_table(chosen)["n"] == 2).all()
+    # Confirmation runs without a score stand in for nothing: A is scored by its search
+    # run again (0.95), as the recommendation would score it.
+    unscored = [{**row, "final_val_knn_acc": np.nan} if row["run_kind"] == "confirm" else row
+                for row in rows]
+    chosen = best_configurations(pd.DataFrame(unscored), PARAMS, "val_knn_acc", "max")
+    assert list(chosen["simclr"]["run_id"]) == ["a0"]
+
+
+def test_the_protocols_report_the_recommended_configuration(runs) -> None:
+    """The report's recommendation (its independent runs) comes first, whatever the
+    protocols' own choice on their final scores would be (B here)."""
+    chosen = best_configurations(runs, PARAMS, "val_knn_acc", "max",
+                                 {"simclr": ["a1", "a2"], "rotnet": ["elsewhere"]})
+    assert sorted(chosen["simclr"]["run_id"]) == ["a1", "a2"]
+    assert list(chosen["rotnet"]["run_id"]) == ["r1"], "no protocol run: its own choice"
 
 
 def test_an_experiment_without_protocols_gets_no_section(tmp_path: Path) -> None:

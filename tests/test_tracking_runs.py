@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,26 @@ def test_a_resumed_run_gets_the_params_a_killed_attempt_never_logged(tmp_path: P
         resumed = TrialRun.resume(target, killed.run_id, params)
         assert resumed.client.get_run(killed.run_id).data.params == {
             "temperature": "0.1", "seed": "0"}
+
+
+def test_two_studies_starting_at_once_share_a_new_store(tmp_path: Path) -> None:
+    """Two processes open one new SQLite store at the same instant (two studies started
+    together): each would run MLflow's schema migrations, and one fail; serialised, both
+    get the one experiment."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    code = ("import os, sys, time\n"
+            "from tracking.runs import get_or_create_experiment\n"
+            "print('ready', flush=True)\n"
+            "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+            "print(get_or_create_experiment(sys.argv[1], 'together'))\n")
+    processes = [subprocess.Popen([sys.executable, "-c", code, uri, str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [p.communicate(timeout=120) for p in processes]
+    for process, (_, err) in zip(processes, results, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    assert len({out.strip() for out, _ in results}) == 1

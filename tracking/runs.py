@@ -8,13 +8,16 @@ that a resumed trial continues its run instead of forking a new one.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import logging
 import math
+import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,7 +29,7 @@ from mlflow.utils.git_utils import get_git_commit
 
 from tracking import schema
 from tracking.read import best_trial_runs, child_runs, open_store
-from tracking.uris import artifact_location, sqlite_without_store
+from tracking.uris import artifact_location, sqlite_path, sqlite_without_store
 
 logger = logging.getLogger(__name__)
 
@@ -195,18 +198,46 @@ def source_tags(command: str) -> dict[str, str]:
 
 def get_or_create_experiment(tracking_uri: str, name: str) -> str:
     """The experiment's id, created if needed, tagged with its kind (model development,
-    not GenAI) for MLflow's UI."""
-    client = MlflowClient(tracking_uri)
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        experiment_id = existing.experiment_id
-        if existing.tags.get(schema.TAG_EXPERIMENT_KIND) == schema.EXPERIMENT_KIND:
-            return experiment_id
-    else:
-        experiment_id = client.create_experiment(
-            name, artifact_location=artifact_location(tracking_uri))
-    client.set_experiment_tag(experiment_id, schema.TAG_EXPERIMENT_KIND, schema.EXPERIMENT_KIND)
+    not GenAI) for MLflow's UI. Two studies started at once into one store may both get
+    here first (see :func:`_one_at_a_time`)."""
+    with _one_at_a_time(tracking_uri):
+        client = MlflowClient(tracking_uri)
+        existing = client.get_experiment_by_name(name)
+        if existing is not None:
+            experiment_id = existing.experiment_id
+            if existing.tags.get(schema.TAG_EXPERIMENT_KIND) == schema.EXPERIMENT_KIND:
+                return experiment_id
+        else:
+            try:
+                experiment_id = client.create_experiment(
+                    name, artifact_location=artifact_location(tracking_uri))
+            except MlflowException as exc:
+                # A tracking server: another study created it in between.
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment_id = client.get_experiment_by_name(name).experiment_id
+        client.set_experiment_tag(experiment_id, schema.TAG_EXPERIMENT_KIND,
+                                  schema.EXPERIMENT_KIND)
     return experiment_id
+
+
+@contextmanager
+def _one_at_a_time(tracking_uri: str) -> Iterator[None]:
+    """For a SQLite store, an exclusive lock (``flock``) on its directory, held while the
+    store and the experiment are looked up or created. The first client of a new SQLite
+    store writes MLflow's tables; two at once both run the schema migrations, and one
+    fails ("duplicate column name: step"). A lock on the directory leaves no file behind.
+    A tracking server creates its own store."""
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        yield
+        return
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(directory)  # releases the lock
 
 
 def is_deleted_experiment(tracking_uri: str, name: str) -> bool:
