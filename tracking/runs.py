@@ -8,7 +8,6 @@ that a resumed trial continues its run instead of forking a new one.
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import json
 import logging
@@ -227,11 +226,13 @@ def _one_at_a_time(tracking_uri: str) -> Iterator[None]:
     store and the experiment are looked up or created. The first client of a new SQLite
     store writes MLflow's tables; two at once both run the schema migrations, and one
     fails ("duplicate column name: step"). A lock on the directory leaves no file behind.
-    A tracking server creates its own store."""
+    A tracking server creates its own store. (``flock`` is POSIX: elsewhere, no lock.)"""
     path = sqlite_path(tracking_uri)
-    if path is None:
+    if path is None or os.name != "posix":
         yield
         return
+    import fcntl
+
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(directory, fcntl.LOCK_EX)
