@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 from mlflow.tracking import MlflowClient
 
-from tracking.runs import TrackingTarget, TrialRun
+from tracking.runs import TrackingTarget, TrialRun, get_or_create_experiment
 
 
 def _trial(tmp_path: Path) -> TrialRun:
@@ -87,3 +88,21 @@ def test_two_studies_starting_at_once_share_a_new_store(tmp_path: Path) -> None:
     for process, (_, err) in zip(processes, results, strict=True):
         assert process.returncode == 0, err[-2000:]
     assert len({out.strip() for out, _ in results}) == 1
+
+
+def test_an_experiment_another_study_created_in_between_is_read_back(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Against a tracking server, which the lock does not cover, the second of two studies
+    creating one experiment is told it exists: it reads it back instead of failing."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real = MlflowClient.create_experiment
+
+    def beaten(self, name, artifact_location=None, tags=None):
+        real(self, name, artifact_location=artifact_location)
+        raise MlflowException(f"Experiment '{name}' already exists.",
+                              error_code=RESOURCE_ALREADY_EXISTS)
+
+    monkeypatch.setattr(MlflowClient, "create_experiment", beaten)
+    experiment_id = get_or_create_experiment(uri, "raced")
+    assert MlflowClient(uri).get_experiment(experiment_id).name == "raced"
