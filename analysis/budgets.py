@@ -23,9 +23,8 @@ interval over configurations. With early stopping, the configurations that reach
 higher budget are those the lower budget's scores let through: a narrower range than all
 of them, which pulls the correlation towards 0 (in a one-off simulation of planted
 searches, a true 0.77 over all configurations came out at 0.46 on average over ASHA's 8
-survivors). A low
-correlation over few of them is therefore weak evidence, and the report only warns
-when the whole interval lies below :data:`PREDICTIVE_SPEARMAN`.
+survivors). A low correlation over few of them is therefore weak evidence, and the
+report only warns when the whole interval lies below :data:`PREDICTIVE_SPEARMAN`.
 """
 
 from __future__ import annotations
