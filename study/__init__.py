@@ -12,9 +12,9 @@
 - ``launch``: what ``search``, ``confirm`` and ``sweep`` share (the checks before a
   start, the study directory's state for ``--resume``, the launch itself).
 - ``search``: ``sslstudy search`` (checks, then the study); ``tuner``: Ray Tune,
-  Optuna's TPE and ASHA, every method's search in one Tuner (``per_method``: the
-  searcher and scheduler that keep the methods' searches apart) or one search across
-  methods.
+  an Optuna sampler (TPE, QMC or random) and ASHA, every method's search in one Tuner
+  (``per_method``: the searcher and scheduler that keep the methods' searches apart) or
+  one search across methods.
 - ``confirm`` and ``sweep``: ``sslstudy confirm`` and ``sslstudy sweep``, fixed
   configurations with fresh seeds run through ``grid`` (Ray Tune without a searcher or
   early stopping).

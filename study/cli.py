@@ -20,7 +20,7 @@ logger = logging.getLogger("sslstudy")
 
 DESCRIPTION = """\
 Hyperparameter studies of self-supervised learning methods: Ray Tune trials, Optuna's
-TPE, ASHA early stopping, every trial recorded in MLflow, and a sensitivity report.
+TPE or QMC, ASHA early stopping, every trial recorded in MLflow, and a sensitivity report.
 
 A study: search a config, analyze the experiment, open the report and the MLflow UI.
   sslstudy search configs/demo.yaml

@@ -185,6 +185,11 @@ class SearchConfig(_Strict):
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, description="ASHA: epochs every trial gets")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA: keep 1/eta at each rung")
+    sampler: Literal["tpe", "qmc", "random"] = Field(
+        "tpe", description="how trials are chosen: tpe (where scores were high: finds good "
+        "settings), qmc (scrambled Sobol points that fill the space: the most power for "
+        "the sensitivity report) or random"
+    )
     n_startup_trials: int = Field(4, ge=0, description="TPE: random trials before modelling")
     max_failures: int = Field(
         1, ge=0, description="retries of a failed trial, each from its last checkpoint"
@@ -192,6 +197,15 @@ class SearchConfig(_Strict):
     confirm: ConfirmConfig | None = Field(
         None, description="confirmation runs at the end of the search"
     )
+
+    @model_validator(mode="after")
+    def _qmc_over_one_space(self) -> SearchConfig:
+        # Optuna's QMC sampler draws every parameter of the first trial's space at once;
+        # a cross-method search's conditional parameters would fall out of its sequence.
+        if self.sampler == "qmc" and self.cross_method:
+            raise ValueError("sampler: qmc needs one search per method; with cross_method: "
+                             "true use tpe or random")
+        return self
 
 
 class ResourcesConfig(_Strict):

@@ -24,7 +24,7 @@ from study.cluster import (
     local_machine,
     ray_session,
 )
-from study.config import ConfigError, StudyConfig, config_as_dict
+from study.config import ConfigError, StudyConfig, config_as_dict, parse_config
 from study.settings import STUDY_STATE
 from tracking.runs import TrackingTarget, end_study_run, reopen_study_run
 from trainables.data import ImageDataset
@@ -63,10 +63,20 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _as_started(started: dict[str, Any]) -> dict[str, Any]:
+    """The config a study was started with, read by this version: a setting added since
+    then gets its default, which is how the older version ran (the rule for every new
+    setting), so it does not count as a change. As saved when it no longer reads."""
+    try:
+        return config_as_dict(parse_config(started))
+    except ConfigError:
+        return started
+
+
 def _changed_field(started: dict[str, Any], now: dict[str, Any]) -> str | None:
     """The first setting that differs between two resolved configs, ignoring those that
     may change on resume."""
-    before, after = _flatten(started), _flatten(now)
+    before, after = _flatten(_as_started(started)), _flatten(now)
     for key in sorted(set(before) | set(after)):
         if key not in _RESUMABLE_CHANGES and before.get(key) != after.get(key):
             return key

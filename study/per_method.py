@@ -5,7 +5,7 @@ Ray supports one Tuner at a time on a cluster, so a study that ran one Tuner per
 after the other, left slots idle at the end of each method's search (ASHA's last rungs
 run alone) and started fresh trial processes for every method. Here a study of several
 methods runs one Tuner whose trials come from each method's own search in turn: each
-method keeps its Optuna study and TPE model (:class:`PerMethodSearch`) and its own ASHA
+method keeps its Optuna study and sampler (:class:`PerMethodSearch`) and its own ASHA
 rungs (:class:`PerMethodScheduler`: a MoCo trial is only ever compared with MoCo trials).
 What changes is timing: a method has fewer of its own trials in flight at once, so TPE
 suggests from a history that differs in order, not in kind. A cross-method search

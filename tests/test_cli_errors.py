@@ -101,6 +101,10 @@ CONFIG_CASES = [
     (_with("search.metric", "mlp_acc"), "train.mlp_probe: must be 'every'"),
     (_with("train.mlp_probe", "sometimes"), "train.mlp_probe: Input should be 'final'"),
     (_with("search.cross_method", "perhaps"), "search.cross_method"),
+    (_with("search.sampler", "sobol"),
+     "search.sampler: Input should be 'tpe', 'qmc' or 'random'"),
+    (_with("search", {"sampler": "qmc", "cross_method": True}),
+     "search.sampler: qmc needs one search per method; with cross_method: true use tpe"),
     (_with("data.val_fraction", 0.0), "data.val_fraction: must be above 0 for a search"),
     (_with("data.val_fraction", 1.0), "data.val_fraction: Input should be less than 1"),
     (_with("seed_policy", "random"), "seed_policy: Input should be 'shared' or 'per_trial'"),
@@ -546,3 +550,25 @@ def test_an_empty_tracking_file_stays_empty_when_the_input_is_refused(workdir: P
         code, err = _run(["search", str(config), *args], capsys)
         assert code == 2 and message in err, err
         assert (workdir / "mlflow.db").stat().st_size == 0
+
+
+def test_a_setting_added_since_a_study_started_is_not_a_change_on_resume(
+    workdir: Path,
+) -> None:
+    """A study saved by a version without ``search.sampler`` ran TPE, the setting's
+    default: resuming it with the same config goes on; a changed setting is refused."""
+    from study.config import ConfigError
+    from study.launch import resume_state
+
+    path = workdir / "study.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    config = load_config(path, {})
+    root = study_root(config)
+    root.mkdir(parents=True)
+    older = config_as_dict(config)
+    del older["search"]["sampler"]
+    (root / STUDY_STATE).write_text(json.dumps({"config": older}))
+    assert resume_state(config, root, resume=True)["config"] == older
+    qmc = load_config(path, {"search.sampler": "qmc"})
+    with pytest.raises(ConfigError, match=r"--resume: search\.sampler differs"):
+        resume_state(qmc, root, resume=True)

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import optuna
 from mlflow.tracking import MlflowClient
 
-from study.config import load_config
-from study.tuner import LinkedOptunaSearch, _summarise
+from study.config import SearchConfig, load_config
+from study.tuner import LinkedOptunaSearch, _summarise, make_sampler
 from tracking import schema
 from tracking.runs import TrackingTarget, start_study_run
 
@@ -90,3 +90,25 @@ def test_the_best_of_a_method_is_taken_at_the_full_budget_only() -> None:
     outcome = _summarise(results, "simclr", lambda c: dict(c), config)
     assert (outcome.completed, outcome.stopped_early, outcome.failed) == (1, 1, 1)
     assert outcome.best_value == 0.40 and outcome.best_params == {"x": "full"}
+
+
+def test_qmc_trials_fill_every_parameter_s_range_evenly(tmp_path) -> None:
+    """search.sampler: qmc. Tune asks for trials while earlier ones still run: after the
+    first (random: Optuna learns the space from it), 8 trials put one value in each
+    eighth of every parameter's search scale (log10 for a log parameter), which 8 random
+    draws do with probability 8!/8^8 per parameter (0.24%)."""
+    target, _ = _target(tmp_path)
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+             "temperature": optuna.distributions.FloatDistribution(0.05, 1.0, log=True),
+             "aug_strength": optuna.distributions.FloatDistribution(0.2, 1.0)}
+    searcher = LinkedOptunaSearch(
+        space=space, metric="knn_acc", mode="max",
+        sampler=make_sampler(SearchConfig(sampler="qmc"), seed=3),
+        target=target, max_budget=4, study_attrs={},
+    )
+    suggested = [searcher.suggest(f"t{i}") for i in range(9)]
+    for name, dist in space.items():
+        scale = math.log10 if dist.log else (lambda v: v)
+        low, high = scale(dist.low), scale(dist.high)
+        eighths = sorted(int(8 * (scale(s[name]) - low) / (high - low)) for s in suggested[1:])
+        assert eighths == list(range(8)), (name, eighths)

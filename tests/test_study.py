@@ -15,6 +15,7 @@ from conftest import write_study_config
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
+from tracking import schema
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +74,10 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     assert params["train.epochs"] == "3" and params["search.num_samples"] == "3"
+    # What the analysis reads to tell how the trials were chosen.
+    assert params[schema.STUDY_PARAM_SAMPLER] == "tpe"
+    assert params[schema.STUDY_PARAM_STARTUP] == "2"
+    assert params[schema.STUDY_PARAM_SAMPLES] == "3"
     assert set(params["methods"].split(",")) == {"simclr", "moco"}
     assert tags["mlflow.source.name"] == "sslstudy search"
     for method in ("simclr", "moco"):

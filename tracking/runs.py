@@ -293,7 +293,8 @@ def _study_params(config: Mapping[str, Any]) -> dict[str, str]:
     sections = {"data": ("dataset", "num_train", "val_fraction"),
                 "train": ("backbone", "epochs", "optimizer", "lr_scaling", "budget_unit"),
                 "search": ("num_samples", "metric", "mode", "grace_period",
-                           "reduction_factor", "cross_method")}
+                           "reduction_factor", "cross_method", "sampler",
+                           "n_startup_trials")}
     params = {f"{section}.{key}": str(config.get(section, {}).get(key))
               for section, keys in sections.items() for key in keys
               if key in config.get(section, {})}

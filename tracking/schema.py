@@ -76,6 +76,13 @@ ROLE_SWEEP = "sweep"
 #: What the study optimised: the analysis reports on it unless told otherwise.
 TAG_STUDY_METRIC = "sslstudy.metric"
 TAG_STUDY_MODE = "sslstudy.mode"
+#: Params of a study's parent run (its settings, as ``<section>.<key>``) that the
+#: analysis reads: which sampler chose the trials (absent before there was a choice:
+#: TPE), and TPE's random start against the trials per method.
+STUDY_PARAM_SAMPLER = "search.sampler"
+STUDY_PARAM_STARTUP = "search.n_startup_trials"
+STUDY_PARAM_SAMPLES = "search.num_samples"
+SAMPLER_TPE = "tpe"
 
 # Run statuses (tag ``status``).
 RUNNING = "running"
