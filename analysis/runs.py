@@ -54,6 +54,22 @@ class Experiment:
     #: The parent runs (studies, sweeps): their references, configs and summaries.
     parents: list[Run] = field(default_factory=list)
 
+    def tpe_studies(self) -> set[str]:
+        """Run ids of the studies whose trials a TPE model chose after its random start
+        (a study of this program records its sampler; one from before there was a
+        choice used TPE). Other tools' parents record none: not counted."""
+        found = set()
+        for run in self.parents:
+            params = run.data.params
+            if schema.STUDY_PARAM_SAMPLES not in params:
+                continue
+            sampler = params.get(schema.STUDY_PARAM_SAMPLER, schema.SAMPLER_TPE)
+            startup = params.get(schema.STUDY_PARAM_STARTUP)
+            if sampler == schema.SAMPLER_TPE and (
+                    startup is None or int(startup) < int(params[schema.STUDY_PARAM_SAMPLES])):
+                found.add(run.info.run_id)
+        return found
+
 
 def _lower_is_better(metric: str) -> bool:
     return any(word in metric.lower() for word in _LOWER_IS_BETTER)

@@ -40,16 +40,20 @@ def create_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
 def write_study(
     client: MlflowClient, experiment_id: str, trials: list[Trial],
     spaces: Mapping[str, Mapping[str, Any]] | None = None,
-    objective: tuple[str, str] | None = None,
-) -> None:
+    objective: tuple[str, str] | None = None, settings: Mapping[str, str] | None = None,
+) -> str:
     """Log ``trials`` as the platform does: platform tags, one child run each under a
-    study parent run that records the search spaces and the objective (when given)."""
+    study parent run that records the search spaces, the objective and the study's
+    ``settings`` (params such as ``search.sampler``), when given. Returns the parent's
+    id."""
     parent_tags = {schema.TAG_ROLE: schema.ROLE_STUDY}
     if objective is not None:
         parent_tags |= {schema.TAG_STUDY_METRIC: objective[0],
                         schema.TAG_STUDY_MODE: objective[1]}
     parent = client.create_run(experiment_id, run_name="planted", tags=parent_tags)
     parent_id = parent.info.run_id
+    for key, value in (settings or {}).items():
+        client.log_param(parent_id, key, value)
     if spaces is not None:
         client.log_text(parent_id, json.dumps(spaces), schema.SEARCH_SPACES)
     for i, trial in enumerate(trials):
@@ -65,6 +69,7 @@ def write_study(
         log_run(client, experiment_id, f"{trial.method}-{i}", trial.params, trial.metrics,
                 tags, "FAILED" if trial.status == schema.FAILED else "FINISHED")
     client.set_terminated(parent_id)
+    return parent_id
 
 
 def log_run(

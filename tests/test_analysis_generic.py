@@ -267,3 +267,33 @@ def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> Non
     assert ("the recommendation is chosen among the 1 configuration(s) that confirmation "
             "runs score at 4 epochs") in notes
     assert "2 run(s) repeat a configuration with a seed it already ran with" in notes
+
+
+def test_the_studies_whose_trials_tpe_chose_are_told_from_the_others(tmp_path: Path) -> None:
+    """A study records its sampler in its parent run's params; one from before there was
+    a choice ran TPE; TPE whose random start covers every trial chose none; a parent run
+    of another tool records nothing and is not counted."""
+    from planted import Trial, create_experiment, write_study
+
+    from analysis.runs import load_experiment, open_experiment
+    from tracking import schema
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, experiment_id = create_experiment(uri, "samplers")
+    trial = [Trial("simclr", {"lr": 0.1}, {"knn_acc": {1: 0.5}})]
+    samples = {schema.STUDY_PARAM_SAMPLES: "8"}
+    parents = {
+        name: write_study(client, experiment_id, trial, settings=settings)
+        for name, settings in {
+            "tpe": {**samples, schema.STUDY_PARAM_SAMPLER: "tpe",
+                    schema.STUDY_PARAM_STARTUP: "4"},
+            "older": samples,
+            "qmc": {**samples, schema.STUDY_PARAM_SAMPLER: "qmc"},
+            "all random": {**samples, schema.STUDY_PARAM_SAMPLER: "tpe",
+                           schema.STUDY_PARAM_STARTUP: "8"},
+            "other tool": {},
+        }.items()
+    }
+    client_, found = open_experiment(uri, "samplers")
+    experiment = load_experiment(client_, found, "knn_acc", "max")
+    assert experiment.tpe_studies() == {parents["tpe"], parents["older"]}

@@ -30,6 +30,9 @@ from tracking import schema
 NOISE = 0.01
 #: What alpha's study recorded as its references: the random-init encoder, chance.
 REFERENCES = {"random_init_knn_acc": 0.2, "chance_acc": 0.125}
+#: How the planted study says it searched: TPE after 4 random trials.
+TPE_STUDY = {schema.STUDY_PARAM_SAMPLER: "tpe", schema.STUDY_PARAM_STARTUP: "4",
+             schema.STUDY_PARAM_SAMPLES: "64"}
 SPACES = {
     "alpha": {"params": {
         "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "scale": "log"},
@@ -82,7 +85,8 @@ def report(tmp_path_factory) -> Path:
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client, experiment_id = create_experiment(uri, "planted")
     rng = np.random.default_rng(0)
-    write_study(client, experiment_id, _alpha(rng) + _beta(rng), SPACES, ("knn_acc", "max"))
+    write_study(client, experiment_id, _alpha(rng) + _beta(rng), SPACES, ("knn_acc", "max"),
+                TPE_STUDY)
     (parent,) = [r for r in client.search_runs([experiment_id])
                  if r.data.tags.get(schema.TAG_ROLE) == schema.ROLE_STUDY]
     for key, value in REFERENCES.items():
@@ -174,6 +178,13 @@ def test_summary_recommends_the_best_configuration(report: Path) -> None:
     assert recommended["lr"] == pytest.approx(best["lr"], rel=1e-3)
     assert "+- 0.01" in summary or "+- 0.009" in summary or "+- 0.011" in summary
     assert "Matter beyond chance" in summary and "noise unknown" in summary
+
+
+def test_importance_over_tpe_trials_says_what_tpe_costs_it(report: Path) -> None:
+    text = html.unescape((report / "report.html").read_text())
+    found = re.findall(r"(\d+) of the (\d+) search trials come from a TPE search", text)
+    assert len(found) == 2 and ("20", "20") in found, found
+    assert "search with search.sampler: qmc" in text
 
 
 def test_methods_are_compared_at_one_budget_on_a_common_number_of_trials(
