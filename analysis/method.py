@@ -291,9 +291,9 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
 
 
 def _sampler_note(analysis: MethodAnalysis, experiment: Experiment) -> None:
-    """Say so when TPE chose the trials that importance reads: TPE samples where scores
-    were high and leaves the rest of the space thin, which costs the analysis power
-    (``benchmarks/sampler_power.py``), not its level."""
+    """Say so when the method's search trials come from TPE searches: TPE samples where
+    scores were high and leaves the rest of the space thin, which costs the analysis
+    power (``benchmarks/sampler_power.py``), not its level."""
     assert analysis.usable is not None
     searched = analysis.usable[analysis.usable["run_kind"] == schema.KIND_SEARCH]
     by_tpe = int(searched["parent_run_id"].isin(experiment.tpe_studies()).sum())
@@ -303,7 +303,7 @@ def _sampler_note(analysis: MethodAnalysis, experiment: Experiment) -> None:
             "samples where scores were high: the null keeps its level, but a real effect "
             "is found less often than over trials that fill the space (planted searches "
             "of 24 trials: an effect of 2.5 seed-noise standard deviations was found by "
-            "6% of TPE searches and 22% of QMC ones, whose best trials were as good). For "
+            "6.5% of TPE searches and 22% of QMC ones, whose best trials were as good). For "
             "a sensitivity study, search with search.sampler: qmc"
         )
 

@@ -55,13 +55,15 @@ class Experiment:
     parents: list[Run] = field(default_factory=list)
 
     def tpe_studies(self) -> set[str]:
-        """Run ids of the studies whose trials a TPE model chose after its random start
-        (a study of this program records its sampler; one from before there was a
-        choice used TPE). Other tools' parents record none: not counted."""
+        """Run ids of the studies that searched with TPE past its random start (a study
+        of this program records its sampler; one from before there was a choice used
+        TPE). Which of their trials TPE chose is not recorded: the first few, and any
+        asked while those ran, were random. Other tools' parents are not counted."""
         found = set()
         for run in self.parents:
             params = run.data.params
-            if schema.STUDY_PARAM_SAMPLES not in params:
+            if (run.data.tags.get(schema.TAG_ROLE) != schema.ROLE_STUDY
+                    or schema.STUDY_PARAM_SAMPLES not in params):
                 continue
             sampler = params.get(schema.STUDY_PARAM_SAMPLER, schema.SAMPLER_TPE)
             startup = params.get(schema.STUDY_PARAM_STARTUP)

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -594,3 +595,26 @@ def load_config(
 
 def config_as_dict(config: StudyConfig) -> dict[str, Any]:
     return config.model_dump(mode="json")
+
+
+def setting_default(dotted: str) -> tuple[bool, Any]:
+    """(whether the schema gives the setting ``dotted`` (``search.sampler``) a default,
+    that default as :func:`config_as_dict` writes it). Settings inside a mapping of the
+    user's, such as a method's space, have none."""
+    model: type[BaseModel] | None = StudyConfig
+    *sections, leaf = dotted.split(".")
+    for key in sections:
+        field = model.model_fields.get(key) if model else None
+        model = _model_in(field.annotation) if field else None
+    field = model.model_fields.get(leaf) if model else None
+    if field is None or field.is_required():
+        return False, None
+    default = field.get_default(call_default_factory=True)
+    return True, TypeAdapter(field.annotation).dump_python(default, mode="json")
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field holds (``SearchConfig``, ``ConfirmConfig | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, typing.get_args(annotation)) if m), None)

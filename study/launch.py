@@ -24,7 +24,7 @@ from study.cluster import (
     local_machine,
     ray_session,
 )
-from study.config import ConfigError, StudyConfig, config_as_dict, parse_config
+from study.config import ConfigError, StudyConfig, config_as_dict, setting_default
 from study.settings import STUDY_STATE
 from tracking.runs import TrackingTarget, end_study_run, reopen_study_run
 from trainables.data import ImageDataset
@@ -63,22 +63,20 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _as_started(started: dict[str, Any]) -> dict[str, Any]:
-    """The config a study was started with, read by this version: a setting added since
-    then gets its default, which is how the older version ran (the rule for every new
-    setting), so it does not count as a change. As saved when it no longer reads."""
-    try:
-        return config_as_dict(parse_config(started))
-    except ConfigError:
-        return started
-
-
 def _changed_field(started: dict[str, Any], now: dict[str, Any]) -> str | None:
     """The first setting that differs between two resolved configs, ignoring those that
-    may change on resume."""
-    before, after = _flatten(_as_started(started)), _flatten(now)
+    may change on resume. A setting added to the schema since the study started is not
+    in its saved config; the older version ran as the setting's default does (the rule
+    for every new setting), so that default is no change."""
+    before, after = _flatten(started), _flatten(now)
     for key in sorted(set(before) | set(after)):
-        if key not in _RESUMABLE_CHANGES and before.get(key) != after.get(key):
+        if key in _RESUMABLE_CHANGES:
+            continue
+        if key not in before:
+            known, default = setting_default(key)
+            if known and after.get(key) == default:
+                continue
+        if before.get(key) != after.get(key):
             return key
     return None
 

@@ -106,3 +106,20 @@ def test_an_experiment_another_study_created_in_between_is_read_back(
     monkeypatch.setattr(MlflowClient, "create_experiment", beaten)
     experiment_id = get_or_create_experiment(uri, "raced")
     assert MlflowClient(uri).get_experiment(experiment_id).name == "raced"
+
+
+def test_the_study_run_records_what_the_analysis_reads_of_the_search(tmp_path: Path) -> None:
+    """The analysis tells how a study's trials were chosen from these params of its run."""
+    from study.config import config_as_dict, load_config
+    from tracking import schema
+    from tracking.runs import start_study_run
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "configs" / "cluster.yaml")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    target = start_study_run(uri, "recorded", "recorded", config_as_dict(config), {},
+                             ("val_knn_acc", "max"))
+    params = MlflowClient(uri).get_run(target.parent_run_id).data.params
+    assert params[schema.STUDY_PARAM_SAMPLER] == "qmc"
+    assert params[schema.STUDY_PARAM_SAMPLES] == "33"
+    assert params[schema.STUDY_PARAM_STARTUP] == "4"
