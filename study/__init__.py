@@ -8,7 +8,8 @@
   where the study lives).
 - ``checks``: every input check that runs before anything is written or started;
   ``paths``: those of the places a command writes to (no torch, for ``tracking-server``).
-- ``cluster``: the Ray session, what a trial asks of the cluster, shared storage.
+- ``cluster``: the Ray session, what a trial asks of the cluster, shared storage;
+  ``logs``: how a process logs (the command, a study's fit on a Ray Client cluster).
 - ``launch``: what ``search``, ``confirm`` and ``sweep`` share (the checks before a
   start, the study directory's state for ``--resume``, the launch itself).
 - ``search``: ``sslstudy search`` (checks, then the study); ``tuner``: Ray Tune,

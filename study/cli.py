@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -408,15 +407,9 @@ def _check_server_stores(backend_store_uri: str, artifacts_destination: str) -> 
 
 
 def _configure_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    for noisy in ("alembic", "mlflow", "ray", "optuna", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # MLflow draws a progress bar for every artifact it downloads, even a 1 kB one.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from study.logs import configure_logging
+
+    configure_logging(logging.WARNING if quiet else logging.INFO)
 
 
 def _input_errors() -> tuple[type[Exception], ...]:

@@ -18,7 +18,7 @@ from ray import tune
 from study.cluster import trial_resources
 from study.config import StudyConfig
 from study.settings import study_root, trial_settings
-from study.tuner import CloseTrialRuns, failure_config
+from study.tuner import CloseTrialRuns, failure_config, fit_tuner
 from tracking import schema
 from tracking.runs import TrackingTarget, close_orphaned_runs
 from trainables.trainable import DatasetHandle, fixed_trial
@@ -69,14 +69,10 @@ def run_fixed(
         tune.with_parameters(fixed_trial, settings_by_method=settings, data=data),
         trial_resources(config.resources),
     )
-    path = study_root(config) / name
-    if resume and tune.Tuner.can_restore(str(path)):
-        logger.info("%s: resuming from %s", name, path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    else:
+
+    def new_tuner() -> tune.Tuner:
         logger.info("%s: %d runs, at most %d at a time", name, len(runs), max_concurrent)
-        tuner = tune.Tuner(
+        return tune.Tuner(
             trainable,
             param_space={"run": tune.grid_search([asdict(r) for r in runs])},
             # As in a search: a finished run's process runs the next one (no process start
@@ -93,7 +89,8 @@ def run_fixed(
                 verbose=0,
             ),
         )
-    results = list(tuner.fit())
+
+    results = fit_tuner(config, name, trainable, new_tuner, resume)
     for method in settings:
         close_orphaned_runs(target, method)
     return results

@@ -21,16 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import ray
 from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
 from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
 from study.config import SearchConfig, StudyConfig, config_as_dict
+from study.logs import configure_logging
 from study.per_method import PerMethodScheduler, PerMethodSearch
 from study.settings import optuna_storage_url, study_root, trial_settings
 from tracking import schema
@@ -216,7 +219,8 @@ class KeepSchedulerState(tune.Callback):
     Ray saves an experiment's trials, searcher and callbacks, not its scheduler: on
     ``--resume`` the scheduler comes back as the Tuner was built. It comes back together
     with this callback, from one pickle of the Tuner, so the two are still one object
-    when Ray hands the callback its saved state.
+    when Ray hands the callback its saved state (through Ray Client too: see
+    :func:`fit_tuner`).
     """
 
     def __init__(self, scheduler: TrialScheduler) -> None:
@@ -385,7 +389,7 @@ def run_methods(
                     trials, max_concurrent, config.search.sampler, searching)
         return tuner
 
-    results = _fit(config, name, trainable, new_tuner, resume)
+    results = fit_tuner(config, name, trainable, new_tuner, resume)
     outcomes = []
     for method, space in spaces.items():
         mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
@@ -408,14 +412,42 @@ def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> lis
     return [m for m in spaces if tune.Tuner.can_restore(str(root / m))]
 
 
-def _fit(
+def fit_tuner(
     config: StudyConfig,
     name: str,
     trainable: Any,
     new_tuner: Callable[[], tune.Tuner],
     resume: bool,
 ) -> list[tune.Result]:
-    """Run the Tuner ``name`` from ``new_tuner``, or resume it from what it saved."""
+    """Run the Tuner ``name`` from ``new_tuner``, or resume it from what it saved.
+
+    Through Ray Client (``--address ray://``) the whole fit runs as one task on the node
+    of the client server. Left to itself, Tune would build the Tuner there from its
+    parts, each shipped on its own: :class:`KeepSchedulerState` then held a copy of the
+    scheduler the trials ran against, so a resumed study lost ASHA's rungs (measured:
+    a trial that the rungs stop at its first report trained to the full budget), and
+    this process's logging (every trial's progress) and Tune settings stayed here."""
+    if not ray.util.client.ray.is_connected():
+        return _fit_here(config, name, trainable, new_tuner, resume)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    task = ray.remote(num_cpus=0)(_fit_in_task).options(scheduling_strategy=here)
+    level = logging.getLogger().getEffectiveLevel()
+    return ray.get(task.remote(level, config, name, trainable, new_tuner, resume))
+
+
+def _fit_in_task(level: int, *fit: Any) -> list[tune.Result]:
+    """:func:`_fit_here` in a Ray task, logging as the command does."""
+    configure_logging(level)
+    return _fit_here(*fit)
+
+
+def _fit_here(
+    config: StudyConfig,
+    name: str,
+    trainable: Any,
+    new_tuner: Callable[[], tune.Tuner],
+    resume: bool,
+) -> list[tune.Result]:
     # Keeping only the last checkpoints forces an experiment snapshot whenever one is
     # deleted; Ray warns about that on every small trial, which is expected here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
