@@ -17,7 +17,7 @@ from ray import tune
 
 from study.cluster import trial_resources
 from study.config import StudyConfig
-from study.settings import study_root, trial_settings
+from study.settings import study_root, trial_settings, with_absolute_storage
 from study.tuner import CloseTrialRuns, failure_config, fit_tuner
 from tracking import schema
 from tracking.runs import TrackingTarget, close_orphaned_runs
@@ -60,6 +60,7 @@ def run_fixed(
     run_kind: str,
 ) -> list[tune.Result]:
     """Run (or resume) the Tuner ``name`` of the study over ``runs``."""
+    config = with_absolute_storage(config)
     spaces = config.spaces()
     settings = {
         method: trial_settings(config, method, spaces[method], target, run_kind)

@@ -31,6 +31,13 @@ def study_root(config: StudyConfig) -> Path:
     return (Path(config.storage_path).expanduser() / config.name).resolve()
 
 
+def with_absolute_storage(config: StudyConfig) -> StudyConfig:
+    """``config`` with ``storage_path`` resolved here: a Ray Client study's fit runs as a
+    task on the cluster (``study.tuner.fit_tuner``), whose working directory and home
+    are not the command's."""
+    return config.model_copy(update={"storage_path": study_root(config).parent})
+
+
 def optuna_storage_url(config: StudyConfig) -> str:
     return f"sqlite:///{study_root(config) / OPTUNA_DB}"
 

@@ -35,7 +35,12 @@ from study.cluster import trial_resources
 from study.config import SearchConfig, StudyConfig, config_as_dict
 from study.logs import configure_logging
 from study.per_method import PerMethodScheduler, PerMethodSearch
-from study.settings import optuna_storage_url, study_root, trial_settings
+from study.settings import (
+    optuna_storage_url,
+    study_root,
+    trial_settings,
+    with_absolute_storage,
+)
 from tracking import schema
 from tracking.runs import (
     TrackingTarget,
@@ -354,6 +359,7 @@ def run_methods(
     ``search.num_samples`` counts the trials of the whole search. Either way each trial
     is an ordinary trial of its method (same MLflow run, tags and checkpoints), so the
     analysis needs no special case."""
+    config = with_absolute_storage(config)
     cross = CrossMethodSpace(spaces)
     settings = {m: trial_settings(config, m, space, target) for m, space in spaces.items()}
     function = cross_method_trial if config.search.cross_method else method_trial
@@ -412,6 +418,15 @@ def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> lis
     return [m for m in spaces if tune.Tuner.can_restore(str(root / m))]
 
 
+#: Tune's settings for a study (the user's environment wins): keeping only the last
+#: checkpoints forces an experiment snapshot whenever one is deleted, which Tune warns
+#: about on every small trial, as expected here; and the experiment state (trials and
+#: searcher) is saved often, so that a study whose driver dies resumes close to where
+#: it was.
+TUNE_SETTINGS = (("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
+                 ("TUNE_GLOBAL_CHECKPOINT_S", "1"))
+
+
 def fit_tuner(
     config: StudyConfig,
     name: str,
@@ -426,11 +441,18 @@ def fit_tuner(
     parts, each shipped on its own: :class:`KeepSchedulerState` then held a copy of the
     scheduler the trials ran against, so a resumed study lost ASHA's rungs (measured:
     a trial that the rungs stop at its first report trained to the full budget), and
-    this process's logging (every trial's progress) and Tune settings stayed here."""
+    this process's logging (every trial's progress) and Tune settings stayed here.
+
+    The task is never retried: a retry would start the fit anew beside the trials of
+    the first attempt; the study fails, and ``--resume`` continues it."""
     if not ray.util.client.ray.is_connected():
+        for variable, value in TUNE_SETTINGS:
+            os.environ.setdefault(variable, value)
         return _fit_here(config, name, trainable, new_tuner, resume)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    task = ray.remote(num_cpus=0)(_fit_in_task).options(scheduling_strategy=here)
+    settings = {variable: os.environ.get(variable, value) for variable, value in TUNE_SETTINGS}
+    task = ray.remote(num_cpus=0, max_retries=0)(_fit_in_task).options(
+        scheduling_strategy=here, runtime_env={"env_vars": settings})
     level = logging.getLogger().getEffectiveLevel()
     return ray.get(task.remote(level, config, name, trainable, new_tuner, resume))
 
@@ -448,12 +470,6 @@ def _fit_here(
     new_tuner: Callable[[], tune.Tuner],
     resume: bool,
 ) -> list[tune.Result]:
-    # Keeping only the last checkpoints forces an experiment snapshot whenever one is
-    # deleted; Ray warns about that on every small trial, which is expected here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Save the experiment state (trials and searcher) often, so that a study whose driver
-    # dies resumes close to where it was.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     experiment_path = study_root(config) / name
     if resume and tune.Tuner.can_restore(str(experiment_path)):
         logger.info("%s: resuming from %s", name, experiment_path)

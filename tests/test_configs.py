@@ -70,3 +70,17 @@ def test_a_sweep_resumes_only_with_the_grid_it_started(tmp_path) -> None:
     other = sweep_study_config(demo, sweep_spec(demo, {**flags, "values": ["0.1", "0.3"]}))
     with pytest.raises(ConfigError, match=r"--resume: sweep\.values"):
         resume_state(other, root, resume=True)
+
+
+def test_the_study_directory_is_resolved_where_the_command_runs(tmp_path, monkeypatch) -> None:
+    """A Ray Client study's fit runs on the cluster, whose working directory differs: the
+    searches and sweeps take the study directory as the command resolved it."""
+    from study.config import parse_config
+    from study.settings import study_root, with_absolute_storage
+
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"name": "here", "storage_path": "results",
+                           "methods": {"simclr": {}}})
+    pinned = with_absolute_storage(config)
+    assert pinned.storage_path == tmp_path.resolve() / "results"
+    assert study_root(pinned) == study_root(config) == tmp_path.resolve() / "results" / "here"
