@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from study.logs import configure_logging
+
 logger = logging.getLogger("sslstudy")
 
 DESCRIPTION = """\
@@ -406,12 +408,6 @@ def _check_server_stores(backend_store_uri: str, artifacts_destination: str) -> 
         check_creatable_dir("--artifacts-destination", Path(local))
 
 
-def _configure_logging(quiet: bool) -> None:
-    from study.logs import configure_logging
-
-    configure_logging(logging.WARNING if quiet else logging.INFO)
-
-
 def _input_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean bad input: light modules, imported only once a command
     runs."""
@@ -425,7 +421,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        _configure_logging(args.quiet)
+        configure_logging(logging.WARNING if args.quiet else logging.INFO)
         return args.handler(args)
     except KeyboardInterrupt:
         print("sslstudy: interrupted", file=sys.stderr)

@@ -18,6 +18,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -445,16 +446,17 @@ def fit_tuner(
 
     The task is never retried: a retry would start the fit anew beside the trials of
     the first attempt; the study fails, and ``--resume`` continues it."""
+    experiment_path = study_root(config) / name
     if not ray.util.client.ray.is_connected():
         for variable, value in TUNE_SETTINGS:
             os.environ.setdefault(variable, value)
-        return _fit_here(config, name, trainable, new_tuner, resume)
+        return _fit_here(experiment_path, trainable, new_tuner, resume)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     settings = {variable: os.environ.get(variable, value) for variable, value in TUNE_SETTINGS}
     task = ray.remote(num_cpus=0, max_retries=0)(_fit_in_task).options(
         scheduling_strategy=here, runtime_env={"env_vars": settings})
     level = logging.getLogger().getEffectiveLevel()
-    return ray.get(task.remote(level, config, name, trainable, new_tuner, resume))
+    return ray.get(task.remote(level, experiment_path, trainable, new_tuner, resume))
 
 
 def _fit_in_task(level: int, *fit: Any) -> list[tune.Result]:
@@ -464,15 +466,10 @@ def _fit_in_task(level: int, *fit: Any) -> list[tune.Result]:
 
 
 def _fit_here(
-    config: StudyConfig,
-    name: str,
-    trainable: Any,
-    new_tuner: Callable[[], tune.Tuner],
-    resume: bool,
+    experiment_path: Path, trainable: Any, new_tuner: Callable[[], tune.Tuner], resume: bool,
 ) -> list[tune.Result]:
-    experiment_path = study_root(config) / name
     if resume and tune.Tuner.can_restore(str(experiment_path)):
-        logger.info("%s: resuming from %s", name, experiment_path)
+        logger.info("%s: resuming from %s", experiment_path.name, experiment_path)
         tuner = tune.Tuner.restore(
             str(experiment_path), trainable=trainable, resume_unfinished=True,
             resume_errored=False, restart_errored=False,
