@@ -171,6 +171,11 @@ def analyse_method(
         analysis.failure_rates = failure_rates(
             method, ended, ended["status"] == schema.FAILED, analysis.scales)
 
+    unfinished = int(runs["status"].isin([schema.RUNNING, schema.INTERRUPTED]).sum())
+    if unfinished:
+        analysis.notes.append(
+            f"{unfinished} run(s) had not finished (still running, or interrupted and "
+            "waiting for --resume): left out until they finish")
     column = f"final_{metric}"
     usable = runs[runs["status"].isin(FINISHED)]
     usable = usable[usable[column].notna()] if column in usable else usable.iloc[0:0]

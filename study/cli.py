@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from study.errors import StudyInterrupted
 from study.logs import configure_logging
 
 logger = logging.getLogger("sslstudy")
@@ -425,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         print("sslstudy: interrupted", file=sys.stderr)
+        return 130
+    except StudyInterrupted as exc:
+        print(f"sslstudy: {exc}", file=sys.stderr)
         return 130
     except Exception as exc:
         if not isinstance(exc, _input_errors()):

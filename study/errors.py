@@ -4,3 +4,19 @@ command line can catch it without importing pydantic, torch or the method catalo
 
 class ConfigError(ValueError):
     """Invalid user input; the CLI prints it as one line and exits with status 2."""
+
+
+class StudyInterrupted(Exception):
+    """The user stopped the trials (Ctrl-C) before all of them finished. Tune saved them
+    and the searcher; the CLI says how to continue and exits with status 130.
+    ``unfinished`` is None where the count is unknown (a fit cancelled through Ray
+    Client)."""
+
+    def __init__(self, experiment_path: str, unfinished: int | None, trials: int) -> None:
+        self.unfinished, self.trials = unfinished, trials
+        left = (f"{unfinished} of the {trials} trials" if unfinished is not None
+                else f"some of the {trials} trials")
+        super().__init__(
+            f"interrupted: {left} in {experiment_path} had not finished; they and the "
+            "search are saved: run the same command with --resume to continue"
+        )

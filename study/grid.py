@@ -91,7 +91,7 @@ def run_fixed(
             ),
         )
 
-    results = fit_tuner(config, name, trainable, new_tuner, resume)
+    results = fit_tuner(config, name, trainable, new_tuner, resume, len(runs))
     for method in settings:
         close_orphaned_runs(target, method)
     return results

@@ -25,8 +25,14 @@ from study.cluster import (
     ray_session,
 )
 from study.config import ConfigError, StudyConfig, config_as_dict, setting_default
+from study.errors import StudyInterrupted
 from study.settings import STUDY_STATE
-from tracking.runs import TrackingTarget, end_study_run, reopen_study_run
+from tracking.runs import (
+    TrackingTarget,
+    close_interrupted,
+    end_study_run,
+    reopen_study_run,
+)
 from trainables.data import ImageDataset
 
 logger = logging.getLogger("sslstudy")
@@ -192,7 +198,16 @@ def launch(
             target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
                                     state["parent_run_id"])
             reopen_study_run(target)
-        yield Launch(target, DatasetHandle.put(dataset), max_concurrent)
+        try:
+            yield Launch(target, DatasetHandle.put(dataset), max_concurrent)
+        except (StudyInterrupted, KeyboardInterrupt) as stopped:
+            # A KeyboardInterrupt here is a second Ctrl-C (the first one Tune takes), or one
+            # outside the fit: the trials continue from their last checkpoints all the same.
+            note = str(stopped) if isinstance(stopped, StudyInterrupted) else (
+                "interrupted: run the same command with --resume to continue")
+            open_runs = close_interrupted(target, note)
+            logger.info("closed the parent run and %d trial run(s) as interrupted", open_runs)
+            raise
 
 
 def close_unstarted(target: TrackingTarget, error: BaseException) -> None:

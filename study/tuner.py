@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from search_spaces import METHOD_PARAM, CrossMethodSpace, SearchSpace
 from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
 from study.config import SearchConfig, StudyConfig, config_as_dict
+from study.errors import StudyInterrupted
 from study.logs import configure_logging
 from study.per_method import PerMethodScheduler, PerMethodSearch
 from study.settings import (
@@ -396,7 +399,7 @@ def run_methods(
                     trials, max_concurrent, config.search.sampler, searching)
         return tuner
 
-    results = fit_tuner(config, name, trainable, new_tuner, resume)
+    results = fit_tuner(config, name, trainable, new_tuner, resume, trials)
     outcomes = []
     for method, space in spaces.items():
         mine = [r for r in results if r.config.get(METHOD_PARAM) == method]
@@ -434,15 +437,26 @@ def fit_tuner(
     trainable: Any,
     new_tuner: Callable[[], tune.Tuner],
     resume: bool,
+    trials: int,
 ) -> list[tune.Result]:
-    """Run the Tuner ``name`` from ``new_tuner``, or resume it from what it saved.
+    """Run the Tuner ``name`` (of ``trials`` trials) from ``new_tuner``, or resume it from
+    what it saved.
+
+    Ctrl-C stops it the way Tune does (the first stops the trials and saves them and the
+    searcher; a second one skips the saving): when trials were left unfinished this
+    raises :class:`StudyInterrupted`, so that nothing after the fit treats them as done
+    (the summary would count them as stopped by ASHA; closing orphans would fail their
+    Optuna trials, which a resumed search could then never tell).
 
     Through Ray Client (``--address ray://``) the whole fit runs as one task on the node
     of the client server. Left to itself, Tune would build the Tuner there from its
     parts, each shipped on its own: :class:`KeepSchedulerState` then held a copy of the
     scheduler the trials ran against, so a resumed study lost ASHA's rungs (measured:
     a trial that the rungs stop at its first report trained to the full budget), and
-    this process's logging (every trial's progress) and Tune settings stayed here.
+    this process's logging (every trial's progress) and Tune settings stayed here. Ctrl-C
+    here cancels the task: Ray raises the cancellation inside Tune's loop, which stops
+    the trials as on an error; the experiment state it resumes from is then the one Tune
+    saved last (``TUNE_GLOBAL_CHECKPOINT_S``: at most a second old).
 
     The task is never retried: a retry would start the fit anew beside the trials of
     the first attempt; the study fails, and ``--resume`` continues it."""
@@ -450,16 +464,34 @@ def fit_tuner(
     if not ray.util.client.ray.is_connected():
         for variable, value in TUNE_SETTINGS:
             os.environ.setdefault(variable, value)
-        return _fit_here(experiment_path, trainable, new_tuner, resume)
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    settings = {variable: os.environ.get(variable, value) for variable, value in TUNE_SETTINGS}
-    task = ray.remote(num_cpus=0, max_retries=0)(_fit_in_task).options(
-        scheduling_strategy=here, runtime_env={"env_vars": settings})
-    level = logging.getLogger().getEffectiveLevel()
-    return ray.get(task.remote(level, experiment_path, trainable, new_tuner, resume))
+        results, finished = _fit_here(experiment_path, trainable, new_tuner, resume)
+    else:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                              soft=False)
+        settings = {variable: os.environ.get(variable, value)
+                    for variable, value in TUNE_SETTINGS}
+        task = ray.remote(num_cpus=0, max_retries=0)(_fit_in_task).options(
+            scheduling_strategy=here, runtime_env={"env_vars": settings})
+        level = logging.getLogger().getEffectiveLevel()
+        fit = task.remote(level, experiment_path, trainable, new_tuner, resume)
+        try:
+            results, finished = ray.get(fit)
+        except KeyboardInterrupt:
+            logger.warning("%s: stopping the trials (Ctrl-C again to leave at once)", name)
+            ray.cancel(fit)
+            try:
+                results, finished = ray.get(fit)
+            except ray.exceptions.RayError as cancelled:
+                # The cancellation, as Ray raised it inside Tune's loop: bare, or wrapped
+                # by Tune in the error of the trial call it interrupted.
+                logger.debug("%s: the fit ended with %r", name, cancelled)
+                raise StudyInterrupted(str(experiment_path), None, trials) from cancelled
+    if finished < trials:
+        raise StudyInterrupted(str(experiment_path), trials - finished, trials)
+    return results
 
 
-def _fit_in_task(level: int, *fit: Any) -> list[tune.Result]:
+def _fit_in_task(level: int, *fit: Any) -> tuple[list[tune.Result], int]:
     """:func:`_fit_here` in a Ray task, logging as the command does."""
     configure_logging(level)
     return _fit_here(*fit)
@@ -467,7 +499,15 @@ def _fit_in_task(level: int, *fit: Any) -> list[tune.Result]:
 
 def _fit_here(
     experiment_path: Path, trainable: Any, new_tuner: Callable[[], tune.Tuner], resume: bool,
-) -> list[tune.Result]:
+) -> tuple[list[tune.Result], int]:
+    """The fit's results and how many of its trials finished: failed for good, or with a
+    last result marked done (completed, or stopped by ASHA). Not Tune's trial statuses:
+    when interrupted, Tune marks the trials it stops TERMINATED too (measured: 3 of 3,
+    two of them mid-training, whose last results are not done).
+
+    Tune leaves its Ctrl-C handler installed after a fit that was not interrupted; the
+    one before it is put back, so that Ctrl-C after the fit stops the command instead of
+    being swallowed."""
     if resume and tune.Tuner.can_restore(str(experiment_path)):
         logger.info("%s: resuming from %s", experiment_path.name, experiment_path)
         tuner = tune.Tuner.restore(
@@ -476,7 +516,15 @@ def _fit_here(
         )
     else:
         tuner = new_tuner()
-    return list(tuner.fit())
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        grid = tuner.fit()
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    results = list(grid)
+    return results, sum(r.error is not None or bool(r.metrics.get("done")) for r in results)
 
 
 def _close_orphans(

@@ -297,3 +297,25 @@ def test_the_studies_whose_trials_tpe_chose_are_told_from_the_others(tmp_path: P
     client_, found = open_experiment(uri, "samplers")
     experiment = load_experiment(client_, found, "knn_acc", "max")
     assert experiment.tpe_studies() == {parents["tpe"], parents["older"]}
+
+
+def test_unfinished_runs_are_left_out_and_counted_neither_failed_nor_scored(
+    tmp_path: Path,
+) -> None:
+    """A study stopped with Ctrl-C, analysed before its --resume: its interrupted runs
+    (and any still running) are not failures and not scores, and the report says so."""
+    statuses = ["completed"] * 4 + ["interrupted", "running", "failed"]
+    runs = pd.DataFrame(
+        [{"run_id": f"r{i}", "run_name": f"r{i}", "method": "m", "status": status,
+          "failure_reason": "boom" if status == "failed" else None,
+          "x": float(i), "seed": 0, "budget": 4.0 if status == "completed" else 2.0,
+          "max_budget": 4.0, "final_acc": 0.5 + 0.01 * i}
+         for i, status in enumerate(statuses)])
+    history = pd.DataFrame([{"run_id": f"r{i}", "metric": "acc", "step": 4 if i < 4 else 2,
+                             "value": 0.5 + 0.01 * i} for i in range(len(statuses))])
+    experiment = Experiment(runs, history, ["x"], ["acc"])
+    analysis = analyse_method(experiment, "m", "acc", "max", "4", tmp_path)
+    assert len(analysis.failed) == 1
+    assert sorted(analysis.usable["run_id"]) == ["r0", "r1", "r2", "r3"]
+    assert ("2 run(s) had not finished (still running, or interrupted and waiting for "
+            "--resume): left out until they finish") in " ".join(analysis.notes)

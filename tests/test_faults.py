@@ -1,5 +1,6 @@
 """Studies that survive faults, on a 2-CPU local Ray: a driver killed with SIGKILL and
-resumed, a trial process killed and retried from its checkpoint."""
+resumed, a study stopped with Ctrl-C and resumed, a trial process killed and retried from
+its checkpoint."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from conftest import (
     wait_for,
     write_study_config,
 )
+from mlflow.tracking import MlflowClient
 
 from study.cli import main
 
@@ -88,6 +90,75 @@ def test_driver_killed_with_sigkill_resumes_without_losing_or_repeating(
         complete += mine
     best_before = max(before.values())
     assert max(t.value for t in complete) >= best_before
+
+
+def test_ctrl_c_leaves_a_study_that_resumes_with_every_trial_told_to_optuna(
+    cluster_address, tmp_path: Path
+) -> None:
+    """Ctrl-C: Tune stops the trials and saves them; the command must not treat them as
+    finished (before: exit 0, the running trials counted as stopped by ASHA, their runs
+    closed as orphaned and their Optuna trials failed, so the resumed search could not
+    tell Optuna their results)."""
+    config = write_study_config(tmp_path, "ctrlc", {"simclr": {"space": SMALL}},
+                                search={"num_samples": 2, "grace_period": 3})
+    command = [sys.executable, "-m", "study.cli", "search", str(config),
+               "--address", cluster_address, "--max-concurrent", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        wait_for(lambda: any(int(r.data.tags.get("budget", 0)) >= 1
+                             for r in child_runs(tmp_path, "ctrlc")), 240, "a first epoch")
+        driver.send_signal(signal.SIGINT)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 130, err[-3000:]
+    assert "run the same command with --resume to continue" in err.splitlines()[-1]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name("ctrlc").experiment_id])
+        if r.data.tags.get("sslstudy.role") == "study"]
+    assert parent.info.status == "KILLED" and "--resume" in parent.data.tags[
+        "sslstudy.interrupted"]
+    stopped = [r for r in child_runs(tmp_path, "ctrlc")
+               if r.data.tags["status"] not in ("completed", "stopped_early")]
+    assert stopped and all(r.data.tags["status"] == "interrupted"
+                           and r.info.status == "KILLED" for r in stopped)
+    storage = f"sqlite:///{tmp_path / 'ray' / 'ctrlc' / 'optuna.db'}"
+    states = {t.state for t in optuna.load_study(study_name="ctrlc-simclr",
+                                                 storage=storage).trials}
+    assert optuna.trial.TrialState.FAIL not in states, "interrupted trials stay open"
+
+    handler = signal.getsignal(signal.SIGINT)
+    assert main(["search", str(config), "--resume", "--address", cluster_address]) == 0
+    assert signal.getsignal(signal.SIGINT) is handler, "Tune's Ctrl-C handler was left"
+    runs = child_runs(tmp_path, "ctrlc")
+    assert len(runs) == 2 and all(r.data.tags["status"] == "completed" for r in runs)
+    trials = optuna.load_study(study_name="ctrlc-simclr", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED" and "sslstudy.interrupted" not in parent.data.tags
+
+
+def test_a_second_ctrl_c_still_closes_the_runs_as_interrupted(
+    cluster_address, tmp_path: Path, monkeypatch
+) -> None:
+    """A second Ctrl-C (Tune takes the first) leaves the fit at once, before Tune has
+    said which trials were unfinished: the runs are closed as interrupted all the same."""
+    import study.tuner
+
+    def second_ctrl_c(*args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study.tuner, "run_methods", second_ctrl_c)
+    config = write_study_config(tmp_path, "twice", {"simclr": {"space": SMALL}})
+    assert main(["search", str(config), "--address", cluster_address]) == 130
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("twice").experiment_id])
+    assert parent.info.status == "KILLED"
+    assert "--resume" in parent.data.tags["sslstudy.interrupted"]
 
 
 def test_a_killed_sweep_resumes_without_duplicate_runs(cluster_address, tmp_path: Path) -> None:

@@ -1,12 +1,17 @@
 """A study's fit driven through Ray Client (``--address ray://``): Tune's own client mode
 ships the Tuner's parts to the cluster one by one, which split the scheduler from the
-callback that saves its rungs; the study runs the whole fit as one task there instead."""
+callback that saves its rungs; the study runs the whole fit as one task there instead,
+which Ctrl-C in the client cancels."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from ray.cluster_utils import Cluster
 from ray.tune.schedulers import FIFOScheduler
 
 from study.config import parse_config
+from study.errors import StudyInterrupted
 from study.tuner import fit_tuner
 
 pytestmark = pytest.mark.slow
@@ -91,6 +97,37 @@ def test_the_fit_keeps_its_callbacks_and_scheduler_one_object(client_address,
                                       verbose=0),
         )
 
-    results = fit_tuner(config, "client", _report_three, new_tuner, resume=False)
+    results = fit_tuner(config, "client", _report_three, new_tuner, resume=False, trials=2)
     assert sorted(r.metrics["epoch"] for r in results) == [3, 3]
     assert seen.read_text() == "6", "the callback held a copy of the scheduler"
+
+
+def test_ctrl_c_cancels_the_cluster_side_fit_and_leaves_it_resumable(client_address,
+                                                                     tmp_path: Path) -> None:
+    """Ctrl-C in the client (here a SIGINT while the fit runs on the cluster) cancels the
+    fit task, whose Tune stops the trials: the study is interrupted, not failed, and its
+    Tuner can be restored."""
+
+    def _slow(config: dict) -> None:
+        for epoch in range(1, 300):
+            time.sleep(0.1)
+            tune.report({"epoch": epoch})
+
+    config = parse_config({"name": "stopped", "storage_path": str(tmp_path),
+                           "methods": {"simclr": {}}})
+    experiment = tmp_path / "stopped" / "stopped"
+
+    def new_tuner() -> tune.Tuner:
+        return tune.Tuner(_slow, param_space={"x": tune.grid_search([1, 2])},
+                          run_config=tune.RunConfig(name="stopped",
+                                                    storage_path=str(experiment.parent),
+                                                    verbose=0))
+
+    ctrl_c = threading.Timer(6, os.kill, (os.getpid(), signal.SIGINT))
+    ctrl_c.start()
+    try:
+        with pytest.raises(StudyInterrupted, match="run the same command with --resume"):
+            fit_tuner(config, "stopped", _slow, new_tuner, resume=False, trials=2)
+    finally:
+        ctrl_c.cancel()
+    assert tune.Tuner.can_restore(str(experiment))

@@ -305,9 +305,35 @@ def _study_params(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def reopen_study_run(target: TrackingTarget) -> None:
-    """A resumed study continues its parent run."""
+    """A resumed study continues its parent run, which is no longer interrupted."""
     assert target.parent_run_id is not None
-    MlflowClient(target.tracking_uri).update_run(target.parent_run_id, status="RUNNING")
+    client = MlflowClient(target.tracking_uri)
+    client.update_run(target.parent_run_id, status="RUNNING")
+    if schema.TAG_STUDY_INTERRUPTED in client.get_run(target.parent_run_id).data.tags:
+        client.delete_tag(target.parent_run_id, schema.TAG_STUDY_INTERRUPTED)
+
+
+def close_interrupted(target: TrackingTarget, note: str) -> int:
+    """Close the runs of a command the user stopped: every child run of its parent still
+    running (their trials stopped with Tune, their checkpoints kept) becomes
+    ``interrupted``, and the parent run is KILLED with ``note`` (what was left, how to
+    continue). ``--resume`` reopens all of them. Returns how many trial runs were open.
+
+    The MLflow UI shows KILLED runs as stopped, not failed, and the analysis leaves
+    interrupted runs out, as it does running ones."""
+    assert target.parent_run_id is not None
+    client = MlflowClient(target.tracking_uri)
+    runs = client.search_runs(
+        [target.experiment_id],
+        filter_string=(f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}' and "
+                       "attributes.status = 'RUNNING'"),
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, schema.TAG_STATUS, schema.INTERRUPTED)
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_tag(target.parent_run_id, schema.TAG_STUDY_INTERRUPTED, note)
+    client.set_terminated(target.parent_run_id, "KILLED")
+    return len(runs)
 
 
 def end_study_run(

@@ -76,6 +76,9 @@ ROLE_SWEEP = "sweep"
 #: What the study optimised: the analysis reports on it unless told otherwise.
 TAG_STUDY_METRIC = "sslstudy.metric"
 TAG_STUDY_MODE = "sslstudy.mode"
+#: On a parent run that the user stopped (Ctrl-C): what was left and how to continue it;
+#: removed when a resumed command reopens the run.
+TAG_STUDY_INTERRUPTED = "sslstudy.interrupted"
 #: Params of a study's parent run (its settings, as ``<section>.<key>``) that the
 #: analysis reads: which sampler chose the trials (absent before there was a choice:
 #: TPE), and TPE's random start against the trials per method.
@@ -91,6 +94,9 @@ STOPPED_EARLY = "stopped_early"
 FAILED = "failed"
 #: A run whose trial a dead driver never recorded; the resumed study has no such trial.
 ORPHANED = "orphaned"
+#: A run whose trial the user stopped (Ctrl-C) before it finished; ``--resume`` continues
+#: it from its last checkpoint, in the same run.
+INTERRUPTED = "interrupted"
 #: Statuses a finished trial can end with.
 FINAL_STATUSES = (COMPLETED, STOPPED_EARLY, FAILED, ORPHANED)
 
