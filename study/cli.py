@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--name", help="study name (default: the config's name)")
     search.add_argument(
         "--resume", action="store_true",
-        help="continue the study whose driver died: keep finished trials, continue "
-        "unfinished ones from their last checkpoint",
+        help="continue the study that was interrupted (Ctrl-C) or whose driver died: keep "
+        "finished trials, continue unfinished ones from their last checkpoint",
     )
 
     train = _command(commands, "train", "train one configuration of one method, without a "
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="runs at once (default: the study's search.max_concurrent, "
                          "else as many as the resources allow)")
     confirm.add_argument("--resume", action="store_true",
-                         help="continue confirmation runs whose driver died")
+                         help="continue confirmation runs that were interrupted (Ctrl-C) "
+                         "or whose driver died (same flags)")
 
     sweep = _command(
         commands, "sweep", "vary one or two hyperparameters around a configuration, several "
@@ -223,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="runs at once (default: the config's search.max_concurrent, "
                        "else as many as the resources allow)")
     sweep.add_argument("--resume", action="store_true",
-                       help="continue a sweep whose driver died (same flags)")
+                       help="continue a sweep that was interrupted (Ctrl-C) or whose "
+                       "driver died (same flags)")
 
     analyze = _command(
         commands, "analyze", "write the sensitivity report of an MLflow experiment",

@@ -12,6 +12,7 @@ run is a child of the study's parent run, tagged ``run_kind: confirm`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import statistics
@@ -33,6 +34,9 @@ from trainables.hyperparameters import declared_hyperparameters
 logger = logging.getLogger("sslstudy")
 #: The Tuner of a study's confirmation runs.
 CONFIRM = "confirm"
+#: The plan (top, seeds, random) the study's confirmation runs started with, beside its
+#: study.json: their Tuner keeps its runs, so a resume must ask for the same ones.
+PLAN_FILE = "confirm_plan.json"
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,9 @@ def confirm_in_session(
     ]
     if not runs:
         return []
+    plan_file = study_root(config) / PLAN_FILE
+    if not plan_file.exists():
+        plan_file.write_text(json.dumps(plan.model_dump()))
     results = run_fixed(config, CONFIRM, runs, run.data, target, run.max_concurrent, resume,
                         schema.KIND_CONFIRM)
     return _summary(config, chosen, results)
@@ -142,6 +149,21 @@ def _summary(config: StudyConfig, chosen: list[Candidate], results: list) -> lis
         rows.append({"method": c.method, "trial_id": c.trial_id, "chosen": c.why,
                      "search_value": c.score, "mean": mean, "std": std, "runs": len(values)})
     return rows
+
+
+def _check_same_plan(root: Path, plan: ConfirmConfig) -> None:
+    """Resumed confirmation runs are the ones they started as: their Tuner would run its
+    own and ignore different flags (a study confirmed before the plan was saved is not
+    checked)."""
+    saved = root / PLAN_FILE
+    if not saved.is_file():
+        return
+    before, now = json.loads(saved.read_text()), plan.model_dump()
+    for key, value in before.items():
+        if now.get(key) != value:
+            raise ConfigError(f"--{key}: {now.get(key)} differs from the {value} that the "
+                              f"confirmation runs of {str(root)!r} started with; resume with "
+                              "the same flags")
 
 
 def _study(where: Path) -> tuple[Path, dict[str, Any]]:
@@ -200,6 +222,8 @@ def run_confirm(
     if (root / CONFIRM).exists() and not resume:
         raise ConfigError(f"STUDY: {str(root)!r} already has confirmation runs; pass --resume "
                           "to continue them")
+    if resume:
+        _check_same_plan(root, plan)
     candidates(config, target, plan)  # nothing to confirm is an input error
     dataset = checks.load_study_dataset(config)
     with launch(config, root, state, address, dataset, tracking_uri, lambda: target) as run:

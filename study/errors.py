@@ -17,6 +17,6 @@ class StudyInterrupted(Exception):
         left = (f"{unfinished} of the {trials} trials" if unfinished is not None
                 else f"some of the {trials} trials")
         super().__init__(
-            f"interrupted: {left} in {experiment_path} had not finished; they and the "
-            "search are saved: run the same command with --resume to continue"
+            f"interrupted: {left} in {experiment_path} had not finished; Tune saved where "
+            "they were: run the same command with --resume to continue"
         )

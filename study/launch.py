@@ -185,6 +185,7 @@ def launch(
             if early is not None:
                 _close_when_opened(early, exc)
             raise
+        before = None
         if state is None:
             target = opened if opened is not None else open_parent()
             # The config's relative paths are relative to where the study was started,
@@ -197,7 +198,7 @@ def launch(
         else:
             target = TrackingTarget(state["tracking_uri"], state["experiment_id"],
                                     state["parent_run_id"])
-            reopen_study_run(target)
+            before = reopen_study_run(target)
         try:
             yield Launch(target, DatasetHandle.put(dataset), max_concurrent)
         except (StudyInterrupted, KeyboardInterrupt) as stopped:
@@ -205,8 +206,14 @@ def launch(
             # outside the fit: the trials continue from their last checkpoints all the same.
             note = str(stopped) if isinstance(stopped, StudyInterrupted) else (
                 "interrupted: run the same command with --resume to continue")
-            open_runs = close_interrupted(target, note)
-            logger.info("closed the parent run and %d trial run(s) as interrupted", open_runs)
+            try:
+                open_runs = close_interrupted(target, note, finished_before=before == "FINISHED")
+            except Exception:
+                logger.exception("could not mark the runs as interrupted; --resume reopens "
+                                 "them all the same")
+            else:
+                logger.info("closed the parent run and %d trial run(s) as interrupted",
+                            open_runs)
             raise
 
 

@@ -27,6 +27,8 @@ import optuna
 import ray
 from mlflow.exceptions import MlflowException
 from ray import tune
+from ray.tune import ExperimentAnalysis
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -500,14 +502,16 @@ def _fit_in_task(level: int, *fit: Any) -> tuple[list[tune.Result], int]:
 def _fit_here(
     experiment_path: Path, trainable: Any, new_tuner: Callable[[], tune.Tuner], resume: bool,
 ) -> tuple[list[tune.Result], int]:
-    """The fit's results and how many of its trials finished: failed for good, or with a
-    last result marked done (completed, or stopped by ASHA). Not Tune's trial statuses:
-    when interrupted, Tune marks the trials it stops TERMINATED too (measured: 3 of 3,
-    two of them mid-training, whose last results are not done).
+    """The fit's results and how many of its trials finished (completed, stopped by ASHA,
+    or failed for good), as Tune saved them last: on Ctrl-C it saves the trials it is
+    about to stop as running, which is what a resumed fit continues. Not the trials in
+    memory: Tune then marks the stopped trials TERMINATED (measured: 3 of 3, two of them
+    mid-training); nor their last results' ``done``: a restored trial whose function
+    returned can come back with its saved result not done.
 
-    Tune leaves its Ctrl-C handler installed after a fit that was not interrupted; the
-    one before it is put back, so that Ctrl-C after the fit stops the command instead of
-    being swallowed."""
+    Tune leaves its Ctrl-C (and SIGUSR1) handler installed after a fit that was not
+    interrupted; the ones before it are put back, so that Ctrl-C after the fit stops the
+    command instead of being swallowed."""
     if resume and tune.Tuner.can_restore(str(experiment_path)):
         logger.info("%s: resuming from %s", experiment_path.name, experiment_path)
         tuner = tune.Tuner.restore(
@@ -517,14 +521,15 @@ def _fit_here(
     else:
         tuner = new_tuner()
     main_thread = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)
+                } if main_thread else {}
     try:
         grid = tuner.fit()
     finally:
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
-    results = list(grid)
-    return results, sum(r.error is not None or bool(r.metrics.get("done")) for r in results)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    saved = ExperimentAnalysis(grid.experiment_path).trials
+    return list(grid), sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in saved)
 
 
 def _close_orphans(

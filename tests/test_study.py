@@ -337,6 +337,11 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
                             if k != "seed"}
     assert main(["confirm", str(study_dir)]) == 2
     assert "already has confirmation runs" in capsys.readouterr().err
+    # Their Tuner keeps its runs: a resume asking for others is refused before anything.
+    assert main(["confirm", str(study_dir), "--resume", "--top", "2", "--seeds", "2",
+                 "--random", "1"]) == 2
+    assert ("--top: 2 differs from the 1 that the confirmation runs of "
+            in capsys.readouterr().err)
 
 
 def test_a_sweep_runs_every_cell_with_every_seed(finished_study: Path) -> None:

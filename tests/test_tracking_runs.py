@@ -123,3 +123,49 @@ def test_the_study_run_records_what_the_analysis_reads_of_the_search(tmp_path: P
     assert params[schema.STUDY_PARAM_SAMPLER] == "qmc"
     assert params[schema.STUDY_PARAM_SAMPLES] == "33"
     assert params[schema.STUDY_PARAM_STARTUP] == "4"
+
+
+@pytest.mark.parametrize("finished_before", [False, True])
+def test_interrupted_runs_are_reopened_by_their_trials_or_closed_as_orphans(
+    tmp_path: Path, finished_before: bool
+) -> None:
+    """Ctrl-C closes the open trial runs as interrupted and notes it on the parent run
+    (KILLED, unless a finished search's confirmation was stopped); the resume reopens
+    the parent, and what no resumed trial reopened ends as an orphan, not interrupted
+    for ever."""
+    from mlflow.entities import RunTag
+
+    from tracking import schema
+    from tracking.runs import (
+        close_interrupted,
+        close_orphaned_runs,
+        reopen_study_run,
+        start_study_run,
+    )
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    target = start_study_run(uri, "stopped", "stopped", {}, {}, ("val_knn_acc", "max"))
+    client = MlflowClient(uri)
+    trials = [TrialRun.create(target, name=f"t{i}", tags={schema.TAG_METHOD: "simclr"},
+                              params={}) for i in range(3)]
+    client.log_batch(trials[0].run_id, tags=[RunTag(schema.TAG_STATUS, schema.COMPLETED)])
+    client.set_terminated(trials[0].run_id, "FINISHED")
+    assert close_interrupted(target, "interrupted: --resume", finished_before) == 2
+    parent = client.get_run(target.parent_run_id)
+    assert parent.info.status == ("FINISHED" if finished_before else "KILLED")
+    assert parent.data.tags[schema.TAG_STUDY_INTERRUPTED] == "interrupted: --resume"
+    for trial in trials[1:]:
+        run = client.get_run(trial.run_id)
+        assert (run.info.status, run.data.tags[schema.TAG_STATUS]) == ("KILLED", "interrupted")
+
+    assert reopen_study_run(target) == parent.info.status
+    parent = client.get_run(target.parent_run_id)
+    assert parent.info.status == "RUNNING"
+    assert schema.TAG_STUDY_INTERRUPTED not in parent.data.tags
+    resumed = TrialRun.resume(target, trials[1].run_id, {})
+    client.set_tag(resumed.run_id, schema.TAG_STATUS, schema.COMPLETED)
+    client.set_terminated(resumed.run_id, "FINISHED")
+    assert close_orphaned_runs(target, "simclr") == 1
+    never_resumed = client.get_run(trials[2].run_id)
+    assert never_resumed.data.tags[schema.TAG_STATUS] == schema.ORPHANED
+    assert client.get_run(trials[1].run_id).data.tags[schema.TAG_STATUS] == schema.COMPLETED

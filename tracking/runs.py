@@ -304,20 +304,25 @@ def _study_params(config: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
-def reopen_study_run(target: TrackingTarget) -> None:
-    """A resumed study continues its parent run, which is no longer interrupted."""
+def reopen_study_run(target: TrackingTarget) -> str:
+    """A resumed study (or the confirmation of a finished one) continues its parent run,
+    which is no longer interrupted. Returns the run's status before."""
     assert target.parent_run_id is not None
     client = MlflowClient(target.tracking_uri)
+    run = client.get_run(target.parent_run_id)
     client.update_run(target.parent_run_id, status="RUNNING")
-    if schema.TAG_STUDY_INTERRUPTED in client.get_run(target.parent_run_id).data.tags:
+    if schema.TAG_STUDY_INTERRUPTED in run.data.tags:
         client.delete_tag(target.parent_run_id, schema.TAG_STUDY_INTERRUPTED)
+    return run.info.status
 
 
-def close_interrupted(target: TrackingTarget, note: str) -> int:
+def close_interrupted(target: TrackingTarget, note: str, finished_before: bool) -> int:
     """Close the runs of a command the user stopped: every child run of its parent still
     running (their trials stopped with Tune, their checkpoints kept) becomes
-    ``interrupted``, and the parent run is KILLED with ``note`` (what was left, how to
-    continue). ``--resume`` reopens all of them. Returns how many trial runs were open.
+    ``interrupted``, and the parent run gets ``note`` (what was left, how to continue).
+    The parent run is KILLED, unless it had finished before this command reopened it
+    (the confirmation of a finished search): its search is no less finished. ``--resume``
+    reopens all of them. Returns how many trial runs were open.
 
     The MLflow UI shows KILLED runs as stopped, not failed, and the analysis leaves
     interrupted runs out, as it does running ones."""
@@ -332,7 +337,7 @@ def close_interrupted(target: TrackingTarget, note: str) -> int:
         client.set_tag(run.info.run_id, schema.TAG_STATUS, schema.INTERRUPTED)
         client.set_terminated(run.info.run_id, "KILLED")
     client.set_tag(target.parent_run_id, schema.TAG_STUDY_INTERRUPTED, note)
-    client.set_terminated(target.parent_run_id, "KILLED")
+    client.set_terminated(target.parent_run_id, "FINISHED" if finished_before else "KILLED")
     return len(runs)
 
 
@@ -430,24 +435,27 @@ def trial_failure_reason(target: TrackingTarget, trial_id: str) -> str | None:
 
 
 def close_orphaned_runs(target: TrackingTarget, method: str) -> int:
-    """Close the child runs of ``method`` still running after its Tuner finished.
+    """Close the child runs of ``method`` still running, or still interrupted, after its
+    Tuner finished.
 
-    Tune closes every trial it knows, so such a run belongs to a trial that a dead driver
-    started but never saved in its experiment state: no trial will ever finish it.
+    Tune closes every trial it knows and reopens the run of every trial it resumes, so
+    such a run belongs to a trial that a driver started but never saved in its experiment
+    state (it died, or a second Ctrl-C skipped the saving): no trial will ever finish it.
     """
     client = MlflowClient(target.tracking_uri)
-    runs = client.search_runs(
-        [target.experiment_id],
-        filter_string=(
-            f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}' and "
-            f"tags.{schema.TAG_METHOD} = '{method}' and attributes.status = 'RUNNING'"
-        ),
-    )
+    mine = (f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}' and "
+            f"tags.{schema.TAG_METHOD} = '{method}'")
+    # Two queries: MLflow's filter has no OR.
+    runs = [*client.search_runs([target.experiment_id],
+                                filter_string=f"{mine} and attributes.status = 'RUNNING'"),
+            *client.search_runs([target.experiment_id], filter_string=(
+                f"{mine} and tags.{schema.TAG_STATUS} = '{schema.INTERRUPTED}'"))]
     for run in runs:
         client.log_batch(run.info.run_id, tags=[
             RunTag(schema.TAG_STATUS, schema.ORPHANED),
-            RunTag(schema.TAG_FAILURE_REASON, "the driver died before recording this trial; "
-                                              "the resumed study continued without it"),
+            RunTag(schema.TAG_FAILURE_REASON, "the driver died or was stopped before "
+                                              "recording this trial; the resumed study "
+                                              "continued without it"),
         ])
         client.set_terminated(run.info.run_id, "KILLED")
     return len(runs)
