@@ -27,7 +27,7 @@ from study.config import ConfigError, ConfirmConfig, StudyConfig, load_config, p
 from study.launch import Launch, analyze_command, check_tracking, launch, read_state
 from study.settings import study_root
 from tracking import schema
-from tracking.read import child_runs
+from tracking.read import child_runs, run_status
 from tracking.runs import TrackingTarget, end_study_run
 from trainables.hyperparameters import declared_hyperparameters
 
@@ -118,9 +118,11 @@ def confirm_in_session(
     ]
     if not runs:
         return []
-    plan_file = study_root(config) / PLAN_FILE
-    if not plan_file.exists():
-        plan_file.write_text(json.dumps(plan.model_dump()))
+    root = study_root(config)
+    if resume and _confirmation_started(root):
+        _check_same_plan(root, plan)
+    else:
+        (root / PLAN_FILE).write_text(json.dumps(plan.model_dump()))
     results = run_fixed(config, CONFIRM, runs, run.data, target, run.max_concurrent, resume,
                         schema.KIND_CONFIRM)
     return _summary(config, chosen, results)
@@ -151,6 +153,13 @@ def _summary(config: StudyConfig, chosen: list[Candidate], results: list) -> lis
     return rows
 
 
+def _confirmation_started(root: Path) -> bool:
+    """Whether the study's confirmation runs have a Tuner that a resume continues."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(str(root / CONFIRM))
+
+
 def _check_same_plan(root: Path, plan: ConfirmConfig) -> None:
     """Resumed confirmation runs are the ones they started as: their Tuner would run its
     own and ignore different flags (a study confirmed before the plan was saved is not
@@ -158,12 +167,11 @@ def _check_same_plan(root: Path, plan: ConfirmConfig) -> None:
     saved = root / PLAN_FILE
     if not saved.is_file():
         return
-    before, now = json.loads(saved.read_text()), plan.model_dump()
-    for key, value in before.items():
-        if now.get(key) != value:
-            raise ConfigError(f"--{key}: {now.get(key)} differs from the {value} that the "
-                              f"confirmation runs of {str(root)!r} started with; resume with "
-                              "the same flags")
+    before = json.loads(saved.read_text())
+    if before != plan.model_dump():
+        flags = " ".join(f"--{key} {value}" for key, value in before.items())
+        raise ConfigError(f"--resume: the confirmation runs of {str(root)!r} started with "
+                          f"{flags}; resume them with the same flags")
 
 
 def _study(where: Path) -> tuple[Path, dict[str, Any]]:
@@ -222,7 +230,13 @@ def run_confirm(
     if (root / CONFIRM).exists() and not resume:
         raise ConfigError(f"STUDY: {str(root)!r} already has confirmation runs; pass --resume "
                           "to continue them")
-    if resume:
+    searched = run_status(target.tracking_uri, target.parent_run_id)
+    if searched != "FINISHED":
+        raise ConfigError(
+            f"STUDY: the search of {str(root)!r} has not finished (its MLflow run is "
+            f"{searched}): continue it with its `sslstudy search CONFIG --resume`, which "
+            "also continues confirmation runs that search.confirm started")
+    if resume and _confirmation_started(root):
         _check_same_plan(root, plan)
     candidates(config, target, plan)  # nothing to confirm is an input error
     dataset = checks.load_study_dataset(config)

@@ -93,5 +93,5 @@ def run_fixed(
 
     results = fit_tuner(config, name, trainable, new_tuner, resume, len(runs))
     for method in settings:
-        close_orphaned_runs(target, method)
+        close_orphaned_runs(target, method, run_kind)
     return results

@@ -458,7 +458,7 @@ def fit_tuner(
     this process's logging (every trial's progress) and Tune settings stayed here. Ctrl-C
     here cancels the task: Ray raises the cancellation inside Tune's loop, which stops
     the trials as on an error; the experiment state it resumes from is then the one Tune
-    saved last (``TUNE_GLOBAL_CHECKPOINT_S``: at most a second old).
+    saved last (``TUNE_GLOBAL_CHECKPOINT_S``: usually about a second old).
 
     The task is never retried: a retry would start the fit anew beside the trials of
     the first attempt; the study fails, and ``--resume`` continues it."""
@@ -536,7 +536,8 @@ def _close_orphans(
     config: StudyConfig, name: str, methods: list[str], target: TrackingTarget
 ) -> None:
     orphans = _orphaned_optuna_trials(config, name)
-    orphan_runs = sum(close_orphaned_runs(target, method) for method in methods)
+    orphan_runs = sum(close_orphaned_runs(target, method, schema.KIND_SEARCH)
+                      for method in methods)
     if orphans or orphan_runs:
         logger.info(
             "%s: closed %d Optuna trial(s) and %d MLflow run(s) that a dead driver started "

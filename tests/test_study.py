@@ -340,8 +340,19 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
     # Their Tuner keeps its runs: a resume asking for others is refused before anything.
     assert main(["confirm", str(study_dir), "--resume", "--top", "2", "--seeds", "2",
                  "--random", "1"]) == 2
-    assert ("--top: 2 differs from the 1 that the confirmation runs of "
-            in capsys.readouterr().err)
+    assert "started with --top 1 --seeds 2 --random 1; resume them with the same flags" \
+        in capsys.readouterr().err
+    # A search stopped with Ctrl-C (its run KILLED) is continued by its own --resume,
+    # which also continues the confirmation runs its config asks for.
+    parent = client.search_runs([children[0].info.experiment_id],
+                                "tags.`sslstudy.role` = 'study'")[0].info.run_id
+    client.update_run(parent, status="KILLED")
+    try:
+        assert main(["confirm", str(study_dir), "--resume", "--top", "1", "--seeds", "2",
+                     "--random", "1"]) == 2
+    finally:
+        client.update_run(parent, status="FINISHED")
+    assert "has not finished (its MLflow run is KILLED)" in capsys.readouterr().err
 
 
 def test_a_sweep_runs_every_cell_with_every_seed(finished_study: Path) -> None:

@@ -165,7 +165,8 @@ def test_interrupted_runs_are_reopened_by_their_trials_or_closed_as_orphans(
     resumed = TrialRun.resume(target, trials[1].run_id, {})
     client.set_tag(resumed.run_id, schema.TAG_STATUS, schema.COMPLETED)
     client.set_terminated(resumed.run_id, "FINISHED")
-    assert close_orphaned_runs(target, "simclr") == 1
+    assert close_orphaned_runs(target, "simclr", schema.KIND_CONFIRM) == 0, "another Tuner's"
+    assert close_orphaned_runs(target, "simclr", schema.KIND_SEARCH) == 1
     never_resumed = client.get_run(trials[2].run_id)
     assert never_resumed.data.tags[schema.TAG_STATUS] == schema.ORPHANED
     assert client.get_run(trials[1].run_id).data.tags[schema.TAG_STATUS] == schema.COMPLETED

@@ -199,6 +199,20 @@ def recorded_spaces(
     return spaces
 
 
+def run_status(tracking_uri: str, run_id: str) -> str:
+    """MLflow's status of a study's run: RUNNING, FINISHED, FAILED or KILLED. The store
+    and the run are the ones a study recorded: either gone is an input error (and no
+    empty store is created)."""
+    client = open_store(tracking_uri, field="tracking.tracking_uri")
+    try:
+        return client.get_run(run_id).info.status
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise TrackingError(f"tracking.tracking_uri: the study's run {run_id} is not in "
+                            f"{tracking_uri}") from None
+
+
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Run]:
     """Every run under a study's (or sweep's) parent run. The store is the one a study
     recorded: if it has gone, that is an input error, and no empty one is created."""

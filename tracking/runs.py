@@ -434,9 +434,9 @@ def trial_failure_reason(target: TrackingTarget, trial_id: str) -> str | None:
     return tags.get(schema.TAG_FAILURE_REASON) or None
 
 
-def close_orphaned_runs(target: TrackingTarget, method: str) -> int:
-    """Close the child runs of ``method`` still running, or still interrupted, after its
-    Tuner finished.
+def close_orphaned_runs(target: TrackingTarget, method: str, kind: str) -> int:
+    """Close the child runs of ``method`` and run kind ``kind`` (the Tuner's: search,
+    confirm or sweep) still running, or still interrupted, after its Tuner finished.
 
     Tune closes every trial it knows and reopens the run of every trial it resumes, so
     such a run belongs to a trial that a driver started but never saved in its experiment
@@ -450,6 +450,9 @@ def close_orphaned_runs(target: TrackingTarget, method: str) -> int:
                                 filter_string=f"{mine} and attributes.status = 'RUNNING'"),
             *client.search_runs([target.experiment_id], filter_string=(
                 f"{mine} and tags.{schema.TAG_STATUS} = '{schema.INTERRUPTED}'"))]
+    # Another Tuner's runs under the same parent (a search's stopped confirmation runs)
+    # are that Tuner's to continue. Runs of older versions may lack the kind: searches.
+    runs = [r for r in runs if r.data.tags.get(schema.TAG_RUN_KIND, schema.KIND_SEARCH) == kind]
     for run in runs:
         client.log_batch(run.info.run_id, tags=[
             RunTag(schema.TAG_STATUS, schema.ORPHANED),
