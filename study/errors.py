@@ -13,7 +13,6 @@ class StudyInterrupted(Exception):
     Client)."""
 
     def __init__(self, experiment_path: str, unfinished: int | None, trials: int) -> None:
-        self.unfinished, self.trials = unfinished, trials
         left = (f"{unfinished} of the {trials} trials" if unfinished is not None
                 else f"some of the {trials} trials")
         super().__init__(

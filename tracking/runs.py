@@ -328,11 +328,8 @@ def close_interrupted(target: TrackingTarget, note: str, finished_before: bool) 
     interrupted runs out, as it does running ones."""
     assert target.parent_run_id is not None
     client = MlflowClient(target.tracking_uri)
-    runs = client.search_runs(
-        [target.experiment_id],
-        filter_string=(f"tags.`{schema.TAG_PARENT_RUN}` = '{target.parent_run_id}' and "
-                       "attributes.status = 'RUNNING'"),
-    )
+    runs = [r for r in child_runs(target.tracking_uri, target.experiment_id,
+                                  target.parent_run_id) if r.info.status == "RUNNING"]
     for run in runs:
         client.set_tag(run.info.run_id, schema.TAG_STATUS, schema.INTERRUPTED)
         client.set_terminated(run.info.run_id, "KILLED")
