@@ -39,6 +39,17 @@ def _single_thread_torch():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _keep_signal_handlers():
+    """A Tuner fitted in a test's main thread leaves Tune's Ctrl-C handler installed (it
+    only sets an event of that finished fit): a later test in the same worker that
+    interrupts itself with SIGINT would then go on instead of stopping."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
 def write_study_config(tmp: Path, name: str, methods: dict, **sections: dict) -> Path:
     """A small study config in ``tmp``: 256 generated images, CPU, SQLite tracking in
     ``tmp/mlflow.db`` and Ray results in ``tmp/ray``; ``sections`` update its sections."""
