@@ -15,7 +15,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
 from mlflow.store.tracking.rest_store import RestStore
-from mlflow.tracking import MlflowClient
+from planted import create_experiment
 
 from tracking import read
 from tracking.errors import TrackingError
@@ -107,8 +107,8 @@ def _parent(run_id: str = "r") -> SimpleNamespace:
 
 def test_a_missing_artifact_is_absent_and_a_present_one_is_read(tmp_path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("e")).info.run_id
+    client, experiment_id = create_experiment(uri, "e")  # artifacts beside the store
+    run = client.create_run(experiment_id).info.run_id
     client.log_dict(run, {"simclr": {"params": {"lr": {"scale": "log"}}}},
                     "search_spaces.json")
     client.log_text(run, "{}", "protocols/table.json")

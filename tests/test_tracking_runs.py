@@ -10,13 +10,14 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
 from mlflow.tracking import MlflowClient
+from planted import create_experiment
 
 from tracking.runs import TrackingTarget, TrialRun, get_or_create_experiment
 
 
 def _trial(tmp_path: Path) -> TrialRun:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment_id = MlflowClient(uri).create_experiment("races")
+    experiment_id = create_experiment(uri, "races")[1]  # artifacts beside the store
     return TrialRun.create(TrackingTarget(uri, experiment_id), name="t", tags={}, params={})
 
 
