@@ -170,6 +170,7 @@ def run_trial(
     function: in this process, or data-parallel on several workers."""
     from ray import tune
 
+    _quiet_ray_train()
     if settings.workers > 1:
         _fit_data_parallel(settings, data, hyperparameters, extra_tags)
         return
@@ -206,7 +207,6 @@ def method_trial(
     search chooses the method); the rest is that method's trial."""
     from ray import tune
 
-    _quiet_ray_train()
     method, own = space.split(config)
     settings = settings_by_method[method]
     hyperparameters = resolve_trial(method, settings.space.decode(own))
