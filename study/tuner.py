@@ -39,7 +39,7 @@ from search_spaces.distributions import DefineByRun, to_optuna
 from study.cluster import trial_resources
 from study.config import SearchConfig, StudyConfig, config_as_dict
 from study.errors import StudyInterrupted
-from study.logs import configure_logging
+from study.logs import configure_logging, quiet_optuna
 from study.per_method import PerMethodScheduler, PerMethodSearch
 from study.settings import (
     optuna_storage_url,
@@ -428,9 +428,13 @@ def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> lis
 #: checkpoints forces an experiment snapshot whenever one is deleted, which Tune warns
 #: about on every small trial, as expected here; and the experiment state (trials and
 #: searcher) is saved often, so that a study whose driver dies resumes close to where
-#: it was.
+#: it was; and Tune's older output engine, which at ``verbose=0`` prints nothing (its
+#: newer one prints a table of the searcher's and scheduler's class names, and a
+#: TensorBoard command for a temporary folder of the Ray session, even then): the
+#: study's own log lines say what runs and where its results are.
 TUNE_SETTINGS = (("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
-                 ("TUNE_GLOBAL_CHECKPOINT_S", "1"))
+                 ("TUNE_GLOBAL_CHECKPOINT_S", "1"),
+                 ("RAY_AIR_NEW_OUTPUT", "0"))
 
 
 def fit_tuner(
@@ -572,6 +576,7 @@ def _optuna_search(
     config: StudyConfig, name: str, optuna_space: Any, target: TrackingTarget
 ) -> LinkedOptunaSearch:
     """The study's sampler over ``optuna_space``, in the Optuna study ``<study>-<name>``."""
+    quiet_optuna()
     return LinkedOptunaSearch(
         space=optuna_space,
         metric=config.objective,

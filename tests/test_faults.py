@@ -120,6 +120,10 @@ def test_ctrl_c_leaves_a_study_that_resumes_with_every_trial_told_to_optuna(
             driver.wait()
     assert driver.returncode == 130, err[-3000:]
     assert "run the same command with --resume to continue" in err.splitlines()[-1]
+    # Tune's own output: its table of class names, a TensorBoard command for a temporary
+    # folder, and how to restore a Tuner in Python instead of --resume.
+    for theirs in ("Configuration for experiment", "TensorBoard", "Tuner.restore"):
+        assert theirs not in err
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (parent,) = [r for r in client.search_runs(
         [client.get_experiment_by_name("ctrlc").experiment_id])

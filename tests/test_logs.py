@@ -1,0 +1,72 @@
+"""What a command prints: its own lines, and the libraries' warnings, without the notices
+the libraries print on every run (each checked against the library's own message, so
+that a rewording shows here rather than on the user's screen)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from ray._private.authentication import authentication_token_setup
+
+from study.logs import configure_logging, quiet_optuna
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def ray_auth_messages():
+    logger = logging.getLogger(authentication_token_setup.__name__)
+    kept, filters = _Kept(), list(logger.filters)
+    logger.addHandler(kept)
+    yield kept.messages
+    logger.removeHandler(kept)
+    logger.filters[:] = filters
+
+
+def test_ray_keeping_its_token_default_is_not_announced_but_auth_off_is(
+        ray_auth_messages: list[str]) -> None:
+    configure_logging(logging.INFO)
+    configure_logging(logging.INFO)  # a study's task configures its process again
+    assert len(logging.getLogger(authentication_token_setup.__name__).filters) == 1
+    authentication_token_setup._warn_token_auth_enabled()
+    authentication_token_setup._warn_token_auth_disabled()
+    assert len(ray_auth_messages) == 1
+    assert ray_auth_messages[0].startswith("Token authentication is disabled")
+
+
+def test_a_new_mlflow_store_opens_without_a_word(tmp_path: Path) -> None:
+    # A process of its own: MLflow sets its loggers up once, when it is first imported.
+    code = ("import logging, sys\n"
+            "from study.logs import configure_logging\n"
+            "configure_logging(logging.INFO)\n"
+            "from mlflow.tracking import MlflowClient\n"
+            "MlflowClient('sqlite:///' + sys.argv[1]).search_experiments()\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new.db")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
+def test_a_new_optuna_study_is_not_announced(tmp_path: Path) -> None:
+    logger, kept, before = logging.getLogger("optuna"), _Kept(), optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(logging.INFO)  # as Optuna sets itself when imported
+    logger.addHandler(kept)
+    try:
+        quiet_optuna()
+        optuna.create_study(study_name="quiet", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    finally:
+        logger.removeHandler(kept)
+        optuna.logging.set_verbosity(before)
+    assert kept.messages == []
