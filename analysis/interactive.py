@@ -62,5 +62,8 @@ def parallel_coordinates(analysis: MethodAnalysis, metric: str, include_library:
         margin={"l": 60, "r": 40, "t": 70, "b": 30}, height=420, autosize=True,
     )
     return pio.to_html(figure, full_html=False, include_plotlyjs=include_library,
-                       config={"displaylogo": False, "responsive": True},
+                       # plotly.js 4 shows a "Share chart" button that uploads the
+                       # figure, the study's values with it, to Plotly's cloud.
+                       config={"displaylogo": False, "responsive": True,
+                               "showSendToCloud": False},
                        default_width="100%")

@@ -262,6 +262,10 @@ def test_the_report_renders_in_a_browser(report: Path, tmp_path: Path) -> None:
                                   " >= 2", timeout_s=30)
         scroll, client = browser.evaluate(width)
         assert scroll <= client, "content wider than the page"
+        # plotly.js 4's "Share chart" would upload the study's values to Plotly's cloud.
+        buttons = browser.evaluate("[...document.querySelectorAll('.modebar-btn')]"
+                                   ".map(b => b.getAttribute('data-title'))")
+        assert "Download plot as a PNG" in buttons and "Share chart..." not in buttons
         browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
         scroll, client = browser.evaluate(width)
         assert scroll <= client, "an opened table is wider than the page"
