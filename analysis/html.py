@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,12 @@ details { margin: .5rem 0 1.2rem; } summary { cursor: pointer; font-weight: 600;
 _e = html.escape
 
 
+def _prose(text: str) -> str:
+    """A sentence of the analysis, escaped, with the commands and names it quotes between
+    backticks set as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
+
+
 def _img(path: Path) -> str:
     """A figure inlined at its own size (shrunk, never stretched, to fit the page)."""
     data = base64.b64encode(path.read_bytes()).decode()
@@ -66,7 +73,7 @@ def _interval(value: float, low: float, high: float) -> str:
 def _summary(a: MethodAnalysis, metric: str, view: MethodView | None = None) -> str:
     parts = [f"<h3>{_e(a.method)}</h3>"]
     if a.budget is None or a.scored is None:
-        return "".join(parts) + "".join(f'<p class="note">{_e(n)}</p>' for n in a.notes)
+        return "".join(parts) + "".join(f'<p class="note">{_prose(n)}</p>' for n in a.notes)
     parts.append(f"<p>At {a.budget.budget:g} epochs, {len(a.scored.frame)} configurations "
                  f"({len(a.scored.runs)} runs).</p>")
     importance = a.importance_at_budget
@@ -104,14 +111,16 @@ def _summary(a: MethodAnalysis, metric: str, view: MethodView | None = None) -> 
         r = a.recommendation
         among = (f"best of the {r.among_confirmed} confirmed with fresh seeds"
                  if r.among_confirmed else "best")
+        later = f" {_prose(r.at_full_budget())}" if r.full_budget is not None else ""
         parts.append(f"<p><b>Recommended configuration</b> ({among} at {r.budget:g} epochs, "
-                     f"run {_e(r.run_name)}); expected {_e(metric)}: "
-                     f"{_e(r.expected())}</p><pre>{_e(r.yaml(a.method))}</pre>")
+                     f"run {_e(r.run_name)}); expected {_e(metric)} at {r.budget:g} epochs: "
+                     f"{_prose(r.expected())}.{later}</p><pre>{_e(r.yaml(a.method))}</pre>")
         if view is not None and view.train_command:
             parts.append("<p>Train it alone, with the study's config (written beside this "
-                         "report) and its MLflow store; the run logs the encoder as a "
-                         f"model:</p><pre>{_e(view.train_command)}</pre>")
-    parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
+                         "report) and its MLflow store, for the config's full budget; the "
+                         "run logs the encoder as a model:</p>"
+                         f"<pre>{_e(view.train_command)}</pre>")
+    parts += [f'<p class="warning">{_prose(w)}</p>' for w in a.warnings]
     return "\n".join(parts)
 
 
@@ -150,8 +159,8 @@ def _view_section(view: MethodView | None, metric: str) -> str:
 def _method_section(a: MethodAnalysis, metric: str = "", view: MethodView | None = None
                     ) -> str:
     parts = [f"<h2>{_e(a.method)}</h2>"]
-    parts += [f'<p class="note">{_e(note)}</p>' for note in a.notes]
-    parts += [f'<p class="warning">{_e(w)}</p>' for w in a.warnings]
+    parts += [f'<p class="note">{_prose(note)}</p>' for note in a.notes]
+    parts += [f'<p class="warning">{_prose(w)}</p>' for w in a.warnings]
     parts.append(_view_section(view, metric))
     if a.scales:
         parts.append("<h3>search scales</h3><p>Every analysis of a parameter works on this "
@@ -175,7 +184,15 @@ def _method_section(a: MethodAnalysis, metric: str = "", view: MethodView | None
     if a.plots:
         parts.append('<div class="plots">' + "".join(_img(p) for p in a.plots) + "</div>")
     if not a.effects.empty:
-        parts.append("<details><summary>effects</summary>"
+        parts.append("<details><summary>effects</summary><p>A parameter's effect: the range "
+                     "of its response curve (highest mean minus lowest, in metric units) "
+                     "with its 95% bootstrap interval. A range is never negative and noise "
+                     "alone widens it, so an interval above zero does not by itself show "
+                     "an effect: "
+                     "<b>exceeds_noise</b> is true when the parameter is significant and "
+                     "the whole interval lies above the seed noise (<b>noise_std</b>); "
+                     "both are empty when the noise was not measured or the trials were "
+                     "too few for the null.</p>"
                      f"{_table(a.effects.drop(columns='method'))}</details>")
     if not a.sensitivity.empty:
         parts.append("<details><summary>marginal responses (sensitivity table)</summary>"

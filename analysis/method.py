@@ -25,7 +25,13 @@ from analysis.budgets import (
     values_at_budget,
 )
 from analysis.failures import FAILURE_COLUMNS, REASON_COLUMNS, failure_rates, reasons_table
-from analysis.importance import EVALUATOR, IMPORTANCE_COLUMNS, Marginals, estimate
+from analysis.importance import (
+    EVALUATOR,
+    IMPORTANCE_COLUMNS,
+    MIN_SUPPORT,
+    Marginals,
+    estimate,
+)
 from analysis.importance import importance_table as make_importance_table
 from analysis.noise import (
     MEASURE_COMMAND,
@@ -205,12 +211,13 @@ def analyse_method(
     analysis.budget, analysis.usable, analysis.params = budget, usable, params
     analysis.scored = scored
     analysis.noise = noise_floor(scored.y, scored.groups)
-    analysis.recommendation = _recommend(scored, params, mode, analysis.noise)
+    analysis.recommendation = _at_full_budget(
+        _recommend(scored, params, mode, analysis.noise), usable, experiment.history, metric,
+        budget.full_budget)
     _budget_notes(analysis, len(params))
 
     marginals = _importance(analysis, experiment, metric)
-    if not analysis.importance.empty:
-        _sampler_note(analysis, experiment)
+    _sampler_note(analysis, experiment)
     if marginals is not None:
         analysis.sensitivity = sensitivity_table(method, marginals)
         analysis.effects = effects_table(method, budget.budget, marginals, analysis.noise)
@@ -246,6 +253,20 @@ def _recommend(scored: Scored, params: list[str], mode: str, noise: NoiseFloor
     return replace(chosen, run_ids=tuple(map(str, members)), among_confirmed=among)
 
 
+def _at_full_budget(recommendation: Recommendation | None, usable: pd.DataFrame,
+                    history: pd.DataFrame, metric: str, full_budget: float
+                    ) -> Recommendation | None:
+    """The recommendation with what its configuration's runs scored at the full budget,
+    when it was chosen at a lower one."""
+    if recommendation is None or recommendation.budget >= full_budget:
+        return recommendation
+    y = values_at_budget(usable.loc[list(recommendation.run_ids)], history, metric,
+                         full_budget)
+    y = y[np.isfinite(y.to_numpy(dtype=float))]
+    return replace(recommendation, full_budget=full_budget,
+                   full_score=float(y.mean()) if len(y) else None, full_runs=len(y))
+
+
 def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
     budget = analysis.budget
     assert budget is not None and analysis.scored is not None
@@ -257,9 +278,10 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
     )
     if budget.fallback:
         analysis.notes.append(
-            f"no budget was reached by the {budget.needed} configurations that importance "
-            f"over {n_params} searched parameters needs (2 per parameter, at least 6): "
-            "compared at the budget every trial reached, without importance"
+            f"importance over {n_params} searched parameters needs {budget.needed} "
+            "configurations at one budget (2 per parameter, at least 6), and no budget "
+            "was reached by that many: compared at the budget every trial reached, "
+            "without importance"
         )
     scored = analysis.scored
     if scored.repeated_by_confirmation:
@@ -298,7 +320,8 @@ def _budget_notes(analysis: MethodAnalysis, n_params: int) -> None:
 def _sampler_note(analysis: MethodAnalysis, experiment: Experiment) -> None:
     """Say so when the method's search trials come from TPE searches: TPE samples where
     scores were high and leaves the rest of the space thin, which costs the analysis
-    power (``benchmarks/sampler_power.py``), not its level."""
+    power (``benchmarks/sampler_power.py``), not its level; the response curves too are
+    thin where TPE did not look, with importance or without."""
     assert analysis.usable is not None
     searched = analysis.usable[analysis.usable["run_kind"] == schema.KIND_SEARCH]
     by_tpe = int(searched["parent_run_id"].isin(experiment.tpe_studies()).sum())
@@ -345,9 +368,10 @@ def _importance(
             chosen = estimate(frame, analysis.scored.scores,
                               {p: analysis.scales[p] for p in params}, null=False)
             analysis.notes.append(
-                f"importance needs {budget.needed} configurations at a budget; "
-                f"{len(frame)} reached {budget.budget:g} epochs, so the curves below "
-                "carry wide bands and no parameter is ranked"
+                f"{len(frame)} configurations at {budget.budget:g} epochs, too few for "
+                f"importance ({budget.needed}): the curves below are drawn without ranking "
+                "any parameter, their bands are wide, and a value tried by fewer than "
+                f"{MIN_SUPPORT} configurations has none"
             )
         else:
             analysis.notes.append(

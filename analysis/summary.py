@@ -40,6 +40,12 @@ class Recommendation:
     run_ids: tuple[str, ...] = ()
     #: How many confirmed configurations it was chosen among (0: among all of them).
     among_confirmed: int = 0
+    #: Where ``budget`` is below the study's full budget (the one ``sslstudy train``
+    #: trains for): that budget, and the mean of the configuration's runs that reached it
+    #: (None: the scheduler stopped them all before it).
+    full_budget: float | None = None
+    full_score: float | None = None
+    full_runs: int = 0
 
     def yaml(self, method: str) -> str:
         """The configuration as lines for ``methods.<method>.space``."""
@@ -53,6 +59,18 @@ class Recommendation:
             return (f"{self.score:.4g} +- {self.noise.std:.2g}{seeds}: seed noise (1 std) "
                     f"pooled over {self.noise.configs} repeated configurations")
         return f"{self.score:.4g}{seeds}; noise unknown: measure it with `{MEASURE_COMMAND}`"
+
+    def at_full_budget(self) -> str:
+        """What the configuration scored at the full budget, when it was chosen at a lower
+        one: a score at 2 epochs is no forecast of one at 8, which training it again
+        would give."""
+        if self.full_budget is None:
+            return ""
+        if self.full_score is None:
+            return (f"The scheduler stopped it before the full budget of "
+                    f"{self.full_budget:g} epochs, its score there is unknown.")
+        seeds = f" (mean of {self.full_runs} seeds)" if self.full_runs > 1 else ""
+        return f"At the full budget of {self.full_budget:g} epochs: {self.full_score:.4g}{seeds}."
 
 
 def recommend(

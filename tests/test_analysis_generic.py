@@ -3,8 +3,10 @@ imports torch."""
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,11 +16,13 @@ from mlflow.tracking import MlflowClient
 
 from analysis import plots
 from analysis.budgets import choose_budget, values_at_budget
+from analysis.html import _summary
 from analysis.method import analyse_method, score
 from analysis.noise import noise_floor
 from analysis.runs import Experiment
 from analysis.scales import make_binning, param_scale
 from study.cli import main
+from tracking import schema
 
 
 @pytest.fixture
@@ -239,7 +243,7 @@ def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> Non
     runs = pd.DataFrame(
         [{"run_id": run_id, "run_name": run_id, "method": "m", "status": "completed",
           "config": config, "run_kind": kind, "seed": seed, "budget": float(budget),
-          "max_budget": 4.0}
+          "max_budget": 4.0, "parent_run_id": "p"}
          for run_id, config, kind, seed, budget, _ in rows])
     history = pd.DataFrame([{"run_id": run_id, "metric": "acc", "step": budget, "value": v}
                             for run_id, _, _, _, budget, v in rows])
@@ -267,6 +271,42 @@ def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> Non
     assert ("the recommendation is chosen among the 1 configuration(s) that confirmation "
             "runs score at 4 epochs") in notes
     assert "2 run(s) repeat a configuration with a seed it already ran with" in notes
+
+
+@pytest.mark.parametrize(("a_at_2", "full"), [
+    (0.75, "At the full budget of 4 epochs: 0.8."),
+    (0.65, "The scheduler stopped it before the full budget of 4 epochs, its score there "
+           "is unknown."),
+])
+def test_a_recommendation_below_the_full_budget_says_what_it_scored_there(
+        a_at_2: float, full: str, tmp_path: Path) -> None:
+    """Compared at 2 epochs, the best configuration is recommended with its score there;
+    `sslstudy train` trains it for the full 4, so the summary also gives what it scored
+    at 4 (A went on), or that the scheduler stopped it first (B)."""
+    rows = [("a", "A", 2, a_at_2), ("a", "A", 4, 0.80), ("b", "B", 2, 0.70),
+            ("c", "C", 2, 0.50)]
+    budgets = {"a": 4.0, "b": 2.0, "c": 2.0}
+    final = {r: v for r, _, _, v in rows}  # each run's last value
+    runs = pd.DataFrame(
+        [{"run_id": r, "run_name": r, "method": "m", "config": c, "run_kind": "search",
+          "status": "completed" if budgets[r] == 4 else "stopped_early", "seed": 0,
+          "budget": budgets[r], "max_budget": 4.0, "final_acc": final[r],
+          "parent_run_id": "p"}
+         for r, c in (("a", "A"), ("b", "B"), ("c", "C"))]).set_index("run_id", drop=False)
+    history = pd.DataFrame([{"run_id": r, "metric": "acc", "step": step, "value": v}
+                            for r, _, step, v in rows])
+    tpe_study = SimpleNamespace(info=SimpleNamespace(run_id="p"), data=SimpleNamespace(
+        tags={schema.TAG_ROLE: schema.ROLE_STUDY},
+        params={schema.STUDY_PARAM_SAMPLES: "3", schema.STUDY_PARAM_SAMPLER: "tpe",
+                schema.STUDY_PARAM_STARTUP: "1"}))
+    experiment = Experiment(runs, history, ["config"], ["acc"], parents=[tpe_study])
+    analysis = analyse_method(experiment, "m", "acc", "max", "2", tmp_path)
+    assert analysis.recommendation is not None and analysis.recommendation.budget == 2
+    page = html.unescape(_summary(analysis, "acc"))
+    assert "expected acc at 2 epochs: " in page and full in page
+    # Too few for importance, yet the curves come from where TPE looked: it says so.
+    assert analysis.importance.empty
+    assert "3 of the 3 search trials come from a TPE search" in " ".join(analysis.notes)
 
 
 def test_the_studies_whose_trials_tpe_chose_are_told_from_the_others(tmp_path: Path) -> None:
@@ -309,7 +349,8 @@ def test_unfinished_runs_are_left_out_and_counted_neither_failed_nor_scored(
         [{"run_id": f"r{i}", "run_name": f"r{i}", "method": "m", "status": status,
           "failure_reason": "boom" if status == "failed" else None,
           "x": float(i), "seed": 0, "budget": 4.0 if status == "completed" else 2.0,
-          "max_budget": 4.0, "final_acc": 0.5 + 0.01 * i}
+          "max_budget": 4.0, "final_acc": 0.5 + 0.01 * i, "run_kind": "search",
+          "parent_run_id": "p"}
          for i, status in enumerate(statuses)])
     history = pd.DataFrame([{"run_id": f"r{i}", "metric": "acc", "step": 4 if i < 4 else 2,
                              "value": 0.5 + 0.01 * i} for i in range(len(statuses))])
