@@ -88,7 +88,7 @@ def response_plot(
     budget the run reached, which colours it). ``curve``: the surrogate's partial
     dependence per bin (``value``, ``mean``, ``low``, ``high``, ``n``), drawn as a line
     with its bootstrap band where at least three trials support a bin, and n written
-    under each bin. The grey band hangs one seed-noise standard deviation below the
+    above the plot over each bin. The grey band hangs one seed-noise standard deviation below the
     curve's best bin: bins inside it cannot be told from the best by a reseeded run.
     Failed trials are red crosses along the bottom and, in the strip below, the share of
     trials that failed per bin (``failures``).
@@ -114,10 +114,14 @@ def response_plot(
         banded = curve["low"].notna().to_numpy()
         ax.fill_between(x, curve["low"], curve["high"], where=banded, color=_CURVE_COLOUR,
                         alpha=0.15, label="95% bootstrap band", interpolate=False)
+        # A band between two neighbours without one is a line of no width: drawn as a bar.
+        ax.vlines(x[banded], curve["low"][banded], curve["high"][banded],
+                  color=_CURVE_COLOUR, alpha=0.4, lw=2)
+        # Above the plotting area, where neither a trial nor the legend can hide them.
         for xi, n in zip(x, curve["n"], strict=True):
             ax.annotate(f"n={int(n)}", (xi, 1), xycoords=("data", "axes fraction"),
-                        xytext=(0, -8), textcoords="offset points", ha="center",
-                        fontsize=6, color="#555555")
+                        xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=6, color="#555555", annotation_clip=False)
         if noise.known:
             ax.axhspan(*noise_band(curve["mean"].to_numpy(), noise.std, mode),
                        color=_NOISE_COLOUR, alpha=0.2,
@@ -130,8 +134,9 @@ def response_plot(
     ax.set_ylabel(f"{metric} at {budget:g} epochs")
     noise_text = "" if noise.known else "; seed noise unknown"
     ax.set_title(f"{method}: {metric} vs {param}\n(surrogate: {evaluator}{noise_text})",
-                 fontsize=9)
-    ax.legend(fontsize=6, loc="best")
+                 fontsize=9, pad=12)
+    # Beside the plot: inside, "best" placement still covered trials and the n labels.
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     ax.grid(alpha=0.3)
     shown = axis(values)
     if failures is not None:

@@ -309,6 +309,37 @@ def test_a_recommendation_below_the_full_budget_says_what_it_scored_there(
     assert "3 of the 3 search trials come from a TPE search" in " ".join(analysis.notes)
 
 
+def test_a_response_plot_keeps_its_counts_and_legend_off_the_trials(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """The trials' counts per knot sit above the plotting area and the legend beside it:
+    inside, they covered the best trial (the one recommended) and other trials."""
+    kept = {}
+
+    def keep(fig, path: Path) -> Path:
+        kept["figure"] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    x = pd.Series([1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-2])
+    points = pd.DataFrame({"x": x, "y": [0.30, 0.34, 0.36, 0.33, 0.29, 0.35],
+                           "reached": [2.0, 2, 8, 8, 2, 8]})
+    curve = pd.DataFrame({"value": [1e-4, 1e-2], "mean": [0.33, 0.33],
+                          "low": [0.30, np.nan], "high": [0.36, np.nan], "n": [4, 2]})
+    plots.response_plot(tmp_path / "lr.png", "m", "lr", param_scale(x, None), points, curve,
+                        pd.Series(dtype=float), None, noise_floor(pd.Series(dtype=float),
+                                                                  pd.Series(dtype=object)),
+                        "acc", "max", 2.0, "evaluator")
+    figure = kept["figure"]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    ax = figure.axes[0]
+    area = ax.get_window_extent(renderer)
+    counts = [t for t in ax.texts if t.get_text().startswith("n=")]
+    assert [t.get_text() for t in counts] == ["n=4", "n=2"]
+    assert all(t.get_window_extent(renderer).y0 >= area.y1 for t in counts)
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(area)
+
+
 def test_the_studies_whose_trials_tpe_chose_are_told_from_the_others(tmp_path: Path) -> None:
     """A study records its sampler in its parent run's params; one from before there was
     a choice ran TPE; TPE whose random start covers every trial chose none; a parent run
