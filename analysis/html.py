@@ -216,10 +216,15 @@ def _comparison_section(comparison: pd.DataFrame, plot: Path | None, metric: str
         f"<b>expected_best</b> is the expected best of {common_n} configurations drawn at "
         f"random from each method's (the fewest any method has), and the table is sorted "
         f"by it. <b>best_runs</b> and <b>best_std</b>: the seeds behind the best "
-        f"configuration and their spread. <b>neighbour_mean</b> is the mean score of the "
-        f"trials nearest to the best configuration in hyperparameter space (on the search "
-        f"scales) and <b>best_drop</b> the loss from the best to them (small: the best "
-        f"sits on a plateau; large: on a peak).</p>"
+        f"configuration and their spread. <b>q25</b>, <b>q75</b>, <b>iqr</b>: quartiles "
+        f"and their distance; <b>std</b>: spread over configurations. "
+        f"<b>neighbour_mean</b> is the mean score of the <b>neighbours</b> trials nearest "
+        f"to the best configuration in hyperparameter space and <b>best_drop</b> the loss "
+        f"from the best to them (small: the best sits on a plateau; large: on a peak); "
+        f"<b>neighbour_distance</b> is how far they are, the root mean square over the "
+        f"parameters of their differences on the search scales, each scaled to [0, 1] "
+        f"(a category: 0 when equal, 1 when not): when they are a few tenths away, "
+        f"best_drop says little of the shape around the best.</p>"
         f"{_table(comparison)}" + (f'<div class="plots">{_img(plot)}</div>' if plot else "")
     )
 
