@@ -39,7 +39,16 @@ th { background: #f4f6f8; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; white-space: pre; }
 code { overflow-wrap: anywhere; }
 details { margin: .5rem 0 1.2rem; } summary { cursor: pointer; font-weight: 600; }
+nav ul { margin: .3rem 0; padding-left: 1.2rem; columns: 2 14rem; }
+@media print {
+  .scroll { overflow: visible; } table { font-size: .65rem; }
+  pre { white-space: pre-wrap; overflow-wrap: anywhere; } nav { display: none; }
+}
 """
+#: A reader who prints the page (or saves it as PDF) gets the tables folded away too.
+_OPEN_DETAILS_TO_PRINT = ("<script>addEventListener('beforeprint', () => document"
+                          ".querySelectorAll('details').forEach(d => d.open = true));"
+                          "</script>")
 _e = html.escape
 
 
@@ -321,9 +330,10 @@ def render_report(
     ])
     views = views or Views()
     comparison = comparison if comparison is not None else pd.DataFrame()
-    return f"""<!doctype html>
+    return _with_contents(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Sensitivity report: {_e(experiment_name)}</title><style>{_CSS}</style></head>
+<title>Sensitivity report: {_e(experiment_name)}</title><style>{_CSS}</style>
+{_OPEN_DETAILS_TO_PRINT}</head>
 <body>
 <h1>Sensitivity report: {_e(experiment_name)}</h1>
 <p>Metric <b>{_e(metric)}</b> ({_e(mode)}imised), tracking store
@@ -345,4 +355,19 @@ seed noise is the spread of runs that differ only in their seed.</p>
 {protocols}
 {_runs_section(runs, params or [], metric, views.run_url)}
 </body></html>
-"""
+""")
+
+
+def _with_contents(page: str) -> str:
+    """The page with an anchor on every section heading and a list of them under the
+    title: a study of several methods makes a page many screens long."""
+    headings: list[tuple[str, str]] = []
+
+    def anchor(match: re.Match[str]) -> str:
+        anchor_id = f"s{len(headings)}-" + re.sub(r"[^a-z0-9]+", "-", match[1].lower())
+        headings.append((anchor_id, match[1]))
+        return f'<h2 id="{anchor_id}">{match[1]}</h2>'
+
+    page = re.sub(r"<h2>(.*?)</h2>", anchor, page)
+    items = "".join(f'<li><a href="#{i}">{title}</a></li>' for i, title in headings)
+    return page.replace("<h2 ", f"<nav><b>Contents</b><ul>{items}</ul></nav>\n<h2 ", 1)

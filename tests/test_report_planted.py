@@ -166,7 +166,7 @@ def test_failures_grouped_and_located(report: Path) -> None:
 
 def test_summary_recommends_the_best_configuration(report: Path) -> None:
     text = html.unescape((report / "report.html").read_text())
-    summary = text[text.index("<h2>Summary</h2>"):text.index("<h2>Overview</h2>")]
+    summary = text[text.index('">Summary</h2>'):text.index('">Overview</h2>')]
     snippet = re.search(r"<pre># paste under methods.alpha.space[^\n]*\n(.*?)</pre>", summary,
                         re.S).group(1)
     recommended = yaml.safe_load(snippet)
@@ -204,8 +204,8 @@ def test_methods_are_compared_at_one_budget_on_a_common_number_of_trials(
 
 def test_scales_come_from_the_space_or_are_named_as_inferred(report: Path) -> None:
     text = html.unescape((report / "report.html").read_text())
-    alpha = text[text.index("<h2>alpha</h2>"):text.index("<h2>beta</h2>")]
-    beta = text[text.index("<h2>beta</h2>"):]
+    alpha = text[text.index('">alpha</h2>'):text.index('">beta</h2>')]
+    beta = text[text.index('">beta</h2>'):]
     def scale(section: str, param: str) -> tuple[str, str]:
         found = re.search(rf"<td>{param}</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", section)
         return found.group(1), found.group(2)
@@ -223,7 +223,7 @@ def test_scales_come_from_the_space_or_are_named_as_inferred(report: Path) -> No
 
 def test_learning_curves_references_and_links(report: Path) -> None:
     text = html.unescape((report / "report.html").read_text())
-    alpha = text[text.index("<h2>alpha</h2>"):text.index("<h2>beta</h2>")]
+    alpha = text[text.index('">alpha</h2>'):text.index('">beta</h2>')]
     assert (report / "plots" / "alpha_learning_curves.png").is_file()
     assert "learning curves" in alpha and "random initialisation: 0.2000" in alpha
     assert "most frequent class: 0.1250" in alpha
@@ -266,7 +266,14 @@ def test_the_report_renders_in_a_browser(report: Path, tmp_path: Path) -> None:
         buttons = browser.evaluate("[...document.querySelectorAll('.modebar-btn')]"
                                    ".map(b => b.getAttribute('data-title'))")
         assert "Download plot as a PNG" in buttons and "Share chart..." not in buttons
-        browser.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        links = browser.evaluate("[...document.querySelectorAll('nav a')].map(a => "
+                                 "[a.textContent, !!document.getElementById("
+                                 "a.hash.slice(1))])")
+        assert [title for title, _ in links][:2] == ["Summary", "Overview"]
+        assert all(found for _, found in links) and len(links) >= 4
+        # Printing (or saving as PDF) unfolds the folded tables.
+        browser.evaluate("dispatchEvent(new Event('beforeprint'))")
+        assert browser.evaluate("[...document.querySelectorAll('details')].every(d => d.open)")
         scroll, client = browser.evaluate(width)
         assert scroll <= client, "an opened table is wider than the page"
         # A figure is shown at most at its own size: never stretched.

@@ -45,10 +45,10 @@ def test_analyze_writes_the_sweep_table(tmp_path: Path) -> None:
         assert row["mean"] == np.mean(scores) and row["n"] == 3
         assert abs(row["std"] - np.std(scores, ddof=1)) < 1e-12
     report = (out / "report.html").read_text()
-    assert "<h2>Sweeps</h2>" in report
+    assert '">Sweeps</h2>' in report
     # 0.5 is best (0.71); 1.0 (0.71) is within noise of it, 0.1 and 2.0 are not.
     assert "<b>0.7100 &plusmn; 0.0100</b>" in report
-    rows = report.split("<h2>Sweeps</h2>")[1].split("</table>")[0].split("<tr>")
+    rows = report.split('">Sweeps</h2>')[1].split("</table>")[0].split("<tr>")
     marks = {r.split("</td>")[0].removeprefix("<td>"): r for r in rows[2:]}
     assert "within noise" in marks["1.0"] and "within noise" not in marks["0.1"]
     assert "within noise" not in marks["2.0"]
