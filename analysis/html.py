@@ -33,7 +33,7 @@ th { background: #f4f6f8; } td:first-child, th:first-child { text-align: left; }
 .plots figure { margin: 0; flex: 0 1 auto; min-width: 0; max-width: 100%; }
 .plots img { display: block; max-width: 100%; width: auto; height: auto;
              border: 1px solid #eee; }
-.interactive { width: 100%; min-height: 420px; }
+.interactive { width: 100%; min-width: 640px; min-height: 420px; }
 .note { background: #f4f6f8; border-left: 4px solid #9ecae1; padding: .4rem .8rem; }
 .warning { background: #fff8e1; border-left: 4px solid #f5b300; padding: .4rem .8rem; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; white-space: pre; }
@@ -161,7 +161,9 @@ def _view_section(view: MethodView | None, metric: str) -> str:
         parts.append("<h3>interactive: parameters and score</h3><p>One line per "
                      "configuration; drag along an axis to keep the configurations in that "
                      "range.</p>"
-                     f'<div class="interactive">{view.interactive}</div>')
+                     # Narrower, its axes' labels run into each other: it scrolls.
+                     f'<div class="scroll"><div class="interactive">{view.interactive}'
+                     "</div></div>")
     return "\n".join(parts)
 
 
