@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from study.config import ConfigError, ResourcesConfig
+from study.logs import quiet_ray_worker
 
 logger = logging.getLogger("sslstudy")
 
@@ -100,6 +101,10 @@ def check_fits(resources: ResourcesConfig, nodes: list[NodeResources], *, fixed:
                    "Ctrl-C and lower the resources)", problem)
 
 
+#: The study's Ray job: every process it starts quiets Ray's per-checkpoint lines.
+WORKER_SETUP = {"worker_process_setup_hook": quiet_ray_worker}
+
+
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Connect to ``address`` or start a local Ray; reuse one already started (tests).
@@ -115,7 +120,8 @@ def ray_session(address: str | None) -> Iterator[None]:
         _start_local_ray()
     else:
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING,
+                     runtime_env=WORKER_SETUP)
         except ConnectionError as exc:
             message = f"--address: cannot connect to Ray at {address} ({exc})"
             raise ConfigError(message) from None
@@ -158,7 +164,7 @@ def _start_local_ray() -> None:
                 "RAY_prestart_worker_first_driver": "0"}
     with _environment(settings):
         context = ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
-                           logging_level=logging.WARNING)
+                           logging_level=logging.WARNING, runtime_env=WORKER_SETUP)
     # Ray does not fail when its dashboard cannot start (the port taken meanwhile, a
     # minimal install); the state API, and with it the cleaner, then have nothing to ask.
     if (context.dashboard_url or "").endswith(f":{port}"):

@@ -99,15 +99,33 @@ class TrialProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
         method = self._describe(trial.config)[0]
-        logger.warning("%s %s failed: %s", method, trial.trial_id, _error_text(trial))
+        logger.warning("%s %s failed: %s (traceback: %s)", method, trial.trial_id,
+                       _error_text(trial), _error_file(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        method = self._describe(trial.config)[0]
+        logger.warning("%s %s failed: %s; retrying from its last checkpoint (failure %d; "
+                       "traceback: %s)", method, trial.trial_id, _error_text(trial),
+                       trial.run_metadata.num_failures, _error_file(trial))
 
 
 def _error_text(trial: Any) -> str:
-    error = trial.get_error()
-    text = str(error) if error is not None else "unknown error"
-    # Ray wraps the trial's exception; its last line carries the original message.
+    """The last line of the trial's latest error: Ray wraps the trial's exception, and
+    its last line carries the original message. Read from the trial's own folder, where
+    Tune writes it before telling the callbacks (``get_error`` reads the copy in the
+    study's storage, which Tune has not synced yet then)."""
+    local = trial.error_file
+    text = Path(local).read_text() if local and Path(local).is_file() else None
+    if text is None:
+        error = trial.get_error()
+        text = str(error) if error is not None else "unknown error"
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text
+
+
+def _error_file(trial: Any) -> str:
+    """Where the study keeps the trial's tracebacks (every failure's, in order)."""
+    return f"{trial.path}/{trial.run_metadata.error_filename or 'error.txt'}"
 
 
 class LinkedOptunaSearch(OptunaSearch):
@@ -431,10 +449,13 @@ def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> lis
 #: it was; and Tune's older output engine, which at ``verbose=0`` prints nothing (its
 #: newer one prints a table of the searcher's and scheduler's class names, and a
 #: TensorBoard command for a temporary folder of the Ray session, even then): the
-#: study's own log lines say what runs and where its results are.
+#: study's own log lines say what runs and where its results are; and no traceback of
+#: every failed trial: :class:`TrialProgress` gives its message and where the traceback
+#: is kept.
 TUNE_SETTINGS = (("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
                  ("TUNE_GLOBAL_CHECKPOINT_S", "1"),
-                 ("RAY_AIR_NEW_OUTPUT", "0"))
+                 ("RAY_AIR_NEW_OUTPUT", "0"),
+                 ("TUNE_PRINT_ALL_TRIAL_ERRORS", "0"))
 
 
 def fit_tuner(

@@ -4,6 +4,8 @@ that a rewording shows here rather than on the user's screen)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import optuna
 import pytest
 from ray._private.authentication import authentication_token_setup
 
-from study.logs import configure_logging, quiet_optuna
+from study.logs import DROPPED_NOTICES, DroppedNotice, configure_logging, quiet_optuna
 
 
 class _Kept(logging.Handler):
@@ -70,3 +72,13 @@ def test_a_new_optuna_study_is_not_announced(tmp_path: Path) -> None:
         logger.removeHandler(kept)
         optuna.logging.set_verbosity(before)
     assert kept.messages == []
+
+
+@pytest.mark.parametrize("notice", DROPPED_NOTICES, ids=lambda n: n.logger)
+def test_every_dropped_notice_names_a_logger_and_message_of_the_installed_ray(
+        notice: DroppedNotice) -> None:
+    """A logger is its module's name: the module must exist and still say the notice
+    (its start: Ray splits long messages across source lines), or the filter hides
+    nothing and the notice is back on the user's screen."""
+    source = inspect.getsource(importlib.import_module(notice.logger))
+    assert notice.start[:30] in source

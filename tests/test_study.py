@@ -206,7 +206,7 @@ def test_analysis_writes_tables_plots_and_report(finished_study: Path) -> None:
     assert "data:image/png;base64," in report and "seed noise unknown" in report
 
 
-def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, caplog) -> None:
     config = _config(tmp_path, "diverge")
     data = yaml.safe_load(config.read_text())
     data["methods"] = {"simclr": {"space": {"batch_size": {"choices": [32, 64]},
@@ -216,6 +216,14 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path) -> No
     data["search"]["max_failures"] = 0
     config.write_text(yaml.safe_dump(data))
     assert main(["search", str(config)]) == 1
+    # One line per failed trial, with its reason and where its traceback is kept; not
+    # Tune's traceback (before: "failed: unknown error" after Tune's 45 lines).
+    failed = [r.getMessage() for r in caplog.records if " failed: " in r.getMessage()]
+    assert len(failed) == 2 and all("NonFiniteLossError: loss became" in m for m in failed)
+    for message in failed:
+        traceback = Path(message.rsplit("(traceback: ", 1)[1].rstrip(")"))
+        assert "NonFiniteLossError" in traceback.read_text()
+    assert not [r for r in caplog.records if r.getMessage().startswith("Trial task failed")]
     _, parents, children = _children(tmp_path, "diverge")
     assert len(children) == 2
     for run in children:
