@@ -356,6 +356,13 @@ def _write_base(workdir: Path) -> Path:
         (["analyze", "--experiment", "x", "--out", "r", "--budget", "soon"], "--budget"),
         (["analyze", "--experiment", "x"], "--out"),
         (["analyze", "--experiment", "x", "--out", "r", "--mode", "best"], "--mode"),
+        # Before: MLflow's retries for about four minutes, then a traceback.
+        (["analyze", "--experiment", "x", "--out", "r", "--tracking-uri",
+          "http://127.0.0.1:9"],
+         "--tracking-uri: no MLflow tracking server answers at http://127.0.0.1:9"),
+        (["export", "--experiment", "x", "--method", "simclr", "--register", "m",
+          "--tracking-uri", "http://127.0.0.1:9"],
+         "--tracking-uri: no MLflow tracking server answers at http://127.0.0.1:9"),
     ],
 )
 def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DatabaseError
 
 from tracking import schema
 from tracking.errors import TrackingError
+from tracking.server import check_tracking_server
 from tracking.uris import sqlite_path, sqlite_without_store
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ def open_store(tracking_uri: str, field: str = "--tracking-uri") -> MlflowClient
     """A client of an existing store: a missing or empty SQLite file is an error, not a new
     store (MLflow would create its tables), and so is a file that is not an SQLite
     database.
-    ``field`` is where the URI came from, for the message."""
+    ``field`` is where the URI came from, for the message. A tracking server must
+    answer: MLflow would retry for minutes before failing with a traceback."""
+    if tracking_uri.startswith(("http://", "https://")):
+        check_tracking_server(tracking_uri, field=field)
     missing = sqlite_without_store(tracking_uri)
     if missing is not None:
         raise TrackingError(f"{field}: no MLflow database at {str(missing)!r}")

@@ -152,8 +152,11 @@ def run_server(command: list[str]) -> int:
     return 0 if interrupted else code
 
 
-def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, before any trial starts, when no MLflow server answers at ``uri``."""
+def check_tracking_server(uri: str, timeout_s: float = 5.0,
+                          field: str = "tracking.tracking_uri") -> None:
+    """Fail fast, before any trial starts or any read waits out MLflow's retries (about
+    four minutes), when no MLflow server answers at ``uri``; ``field`` is where the URI
+    came from, for the message."""
     health = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(health, timeout=timeout_s) as response:
@@ -165,6 +168,6 @@ def check_tracking_server(uri: str, timeout_s: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         problem = str(getattr(exc, "reason", exc))
     raise TrackingError(
-        f"tracking.tracking_uri: no MLflow tracking server answers at {uri} ({problem}); "
+        f"{field}: no MLflow tracking server answers at {uri} ({problem}); "
         "start one with `sslstudy tracking-server`"
     )
