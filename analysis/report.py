@@ -57,12 +57,16 @@ def run_analysis(
     tracking_uri = resolve_tracking_uri(tracking_uri)
     client, found = open_experiment(tracking_uri, experiment)
     recorded_metric, recorded_mode = recorded_objective(client, found)
+    field = "--metric" if metric else "the experiment's metric"
     metric = metric or recorded_metric or default_metric(client, found, DEFAULT_METRICS)
     mode = mode or recorded_mode or "max"
     data = load_experiment(client, found, metric, mode)
-    if metric not in data.metrics:
+    every_run_failed = not data.runs.empty and bool(
+        (data.runs["status"] == schema.FAILED).all())
+    # A study whose every trial failed logged no score: its report is the failures.
+    if metric not in data.metrics and not every_run_failed:
         raise AnalysisInputError(
-            f"--metric: no run logged {metric!r}; logged: {', '.join(data.metrics) or 'none'}"
+            f"{field}: no run logged {metric!r}; logged: {', '.join(data.metrics) or 'none'}"
         )
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)

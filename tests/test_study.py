@@ -237,6 +237,14 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, caplo
     for trial in trials:
         assert "NonFiniteLossError: loss became" in trial.user_attrs["failure_reason"]
         assert trial.user_attrs["tune_trial_id"] in {r.data.tags["trial_id"] for r in children}
+    # The report the search's last line points to: its failures (before: refused, as no
+    # run logged the metric).
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "diverge", "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out)]) == 0
+    assert list(pd.read_csv(out / "failures.csv")["failed"].unique()) == [1]
+    page = (out / "report.html").read_text()
+    assert "failed trials (2 of 2)" in page and "NonFiniteLossError: loss became" in page
 
 
 def test_train_runs_one_configuration_as_one_run(tmp_path: Path) -> None:
