@@ -230,6 +230,9 @@ def run_confirm(
     if (root / CONFIRM).exists() and not resume:
         raise ConfigError(f"STUDY: {str(root)!r} already has confirmation runs; pass --resume "
                           "to continue them")
+    if resume and not (root / CONFIRM).exists():
+        raise ConfigError(f"--resume: {str(root)!r} has no confirmation runs to continue; "
+                          "leave --resume out to start them")
     searched = run_status(target.tracking_uri, target.parent_run_id)
     if searched != "FINISHED":
         raise ConfigError(

@@ -321,6 +321,9 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
     finished_study: Path, capsys
 ) -> None:
     study_dir = finished_study / "ray" / "tiny"
+    # Nothing to continue: refused, not started with the default flags.
+    assert main(["confirm", str(study_dir), "--resume"]) == 2
+    assert "has no confirmation runs to continue" in capsys.readouterr().err
     assert main(["confirm", str(study_dir), "--top", "1", "--seeds", "2", "--random", "1"]) == 0
     client, _, children = _children(finished_study, "tiny")
     search = {r.data.tags["trial_id"]: r for r in children
