@@ -203,10 +203,16 @@ def analyse_method(
     budget = choose_budget(per_config, budget_request, len(params))
     scored = score(usable, experiment.history, metric, budget.budget, experiment.params)
     if scored.runs.empty:
-        # Runs that trained that long but first evaluated later (an evaluation every few
-        # epochs): nothing to compare there.
-        analysis.notes.append(f"no run reported {metric} at or before {budget.budget:g} "
-                              "epochs: choose a larger --budget")
+        longest = float(usable["budget"].max())
+        if longest < budget.budget:  # another method's runs trained that long
+            analysis.notes.append(f"no run of {method} trained for {budget.budget:g} epochs "
+                                  f"(the longest reached {longest:g}): choose a smaller "
+                                  "--budget")
+        else:
+            # Runs that trained that long but first evaluated later (an evaluation every
+            # few epochs): nothing to compare there.
+            analysis.notes.append(f"no run reported {metric} at or before "
+                                  f"{budget.budget:g} epochs: choose a larger --budget")
         return analysis
     analysis.budget, analysis.usable, analysis.params = budget, usable, params
     analysis.scored = scored

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
-from analysis.budgets import BUDGET_COLUMNS, parse_request
+from analysis.budgets import BUDGET_COLUMNS, REQUESTS, parse_request
 from analysis.comparison import COLUMNS as COMPARISON_COLUMNS
 from analysis.comparison import compare_method
 from analysis.errors import AnalysisInputError
@@ -51,8 +51,8 @@ def run_analysis(
     tracking_uri: str, experiment: str, metric: str | None, mode: str | None, budget: str,
     out: Path,
 ) -> int:
-    if out.exists() and not out.is_dir():
-        raise AnalysisInputError(f"--out: {str(out)!r} exists and is not a directory")
+    """Write the report of ``experiment`` to ``out``, which the command has checked can be
+    created."""
     budget = parse_request(budget)
     tracking_uri = resolve_tracking_uri(tracking_uri)
     client, found = open_experiment(tracking_uri, experiment)
@@ -68,6 +68,10 @@ def run_analysis(
         raise AnalysisInputError(
             f"{field}: no run logged {metric!r}; logged: {', '.join(data.metrics) or 'none'}"
         )
+    longest = data.runs["budget"].max() if not data.runs.empty else np.nan
+    if budget not in REQUESTS and float(budget) > longest:
+        raise AnalysisInputError(f"--budget: no run trained for {budget} epochs; the longest "
+                                 f"reached {longest:g}")
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     swept = sweep_runs(data.runs)

@@ -339,7 +339,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.report import run_analysis
+    from study.paths import check_creatable_dir
 
+    check_creatable_dir("--out", args.out)
     return run_analysis(
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,

@@ -226,6 +226,17 @@ def test_a_budget_before_the_first_evaluation_says_so(foreign_experiment: str,
     assert "no run reported val_acc at or before 0.5 epochs" in (out / "report.html").read_text()
 
 
+def test_a_budget_beyond_every_run_is_refused(foreign_experiment: str, tmp_path: Path,
+                                              capsys) -> None:
+    """Before: an empty report, exit 0, advising a larger --budget."""
+    out = tmp_path / "report"
+    assert main(["analyze", "--experiment", "other-tool", "--tracking-uri", foreign_experiment,
+                 "--metric", "val_acc", "--budget", "1000", "--out", str(out)]) == 2
+    assert "--budget: no run trained for 1000 epochs; the longest reached" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> None:
     """Configuration A's search run (0.90, chosen for its luck) was confirmed with three
     fresh seeds (0.48, 0.50, 0.52): A is scored by those alone, mean 0.50 and spread 0.02,

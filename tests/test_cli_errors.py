@@ -356,6 +356,9 @@ def _write_base(workdir: Path) -> Path:
         (["analyze", "--experiment", "x", "--out", "r", "--budget", "soon"], "--budget"),
         (["analyze", "--experiment", "x"], "--out"),
         (["analyze", "--experiment", "x", "--out", "r", "--mode", "best"], "--mode"),
+        # Before: a traceback from the report's first write.
+        (["analyze", "--experiment", "x", "--out", "/proc/sslstudy"],
+         "--out: cannot create directories in '/proc'"),
         # Before: MLflow's retries for about four minutes, then a traceback.
         (["analyze", "--experiment", "x", "--out", "r", "--tracking-uri",
           "http://127.0.0.1:9"],
