@@ -94,9 +94,10 @@ def read_state(root: Path, flag: str = "--resume") -> dict[str, Any]:
     return json.loads(state_file.read_text())
 
 
-def resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any] | None:
+def resume_state(config: StudyConfig, root: Path, resume: bool,
+                 rename: str = "choose another --name, ") -> dict[str, Any] | None:
     """The saved state of the study to resume, or None for a new one (whose directory
-    must not already hold one)."""
+    must not already hold one); ``rename`` is how the command's user names another."""
     paths.check_creatable_dir("storage_path", root)
     if resume:
         state = read_state(root)
@@ -110,7 +111,7 @@ def resume_state(config: StudyConfig, root: Path, resume: bool) -> dict[str, Any
     if root.exists() and any(root.iterdir()):
         raise ConfigError(
             f"storage_path: {str(root)!r} already holds a study named {root.name!r}; "
-            "choose another --name, remove that directory, or pass --resume"
+            f"{rename}remove that directory, or pass --resume"
         )
     return None
 

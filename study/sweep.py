@@ -145,7 +145,8 @@ def run_sweep(
     checks.check_local_device(config, address)
     sweep_config = sweep_study_config(config, spec)
     root = study_root(sweep_config)
-    state = resume_state(sweep_config, root, resume)
+    # A sweep's name comes from its study, method and parameters: there is no --name.
+    state = resume_state(sweep_config, root, resume, rename="")
     dataset = checks.load_study_dataset(config)
     for values in cells:
         checks.check_image_size("--values", spec.method,
