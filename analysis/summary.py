@@ -49,6 +49,9 @@ class Recommendation:
 
     def yaml(self, method: str) -> str:
         """The configuration as lines for ``methods.<method>.space``."""
+        if not self.params:  # one configuration, or runs that agree on every parameter
+            return ("# no parameter varies among the compared configurations: nothing to "
+                    "fix in a search space")
         body = yaml.safe_dump({k: config_value(v) for k, v in self.params.items()},
                               sort_keys=False, default_flow_style=False)
         return f"# paste under methods.{method}.space: fixes every searched parameter\n{body}"

@@ -402,3 +402,14 @@ def test_unfinished_runs_are_left_out_and_counted_neither_failed_nor_scored(
     assert sorted(analysis.usable["run_id"]) == ["r0", "r1", "r2", "r3"]
     assert ("2 run(s) had not finished (still running, or interrupted and waiting for "
             "--resume): left out until they finish") in " ".join(analysis.notes)
+
+
+def test_a_recommendation_without_varied_parameters_pastes_nothing() -> None:
+    """One configuration (or runs that agree on every parameter): before, `{}` to paste
+    under the method's search space."""
+    from analysis.summary import Recommendation
+
+    lone = Recommendation(params={}, score=0.5, runs=1, budget=2.0, run_name="r",
+                          noise=noise_floor(pd.Series(dtype=float), pd.Series(dtype=object)))
+    assert lone.yaml("simclr").startswith("# no parameter varies")
+    assert "{}" not in lone.yaml("simclr")
