@@ -221,7 +221,14 @@ def launch(
 def close_unstarted(target: TrackingTarget, error: BaseException) -> None:
     """Close the parent run of a study that never started as failed, with ``error`` in its
     summary: no run stays RUNNING for a study that never ran (none can be resumed: its
-    state is written only once the parent run is open and Ray runs)."""
+    state is written only once the parent run is open and Ray runs). Stopped with Ctrl-C
+    instead, it is KILLED, as a stopped study is, and says that a new start is the way
+    on."""
+    if isinstance(error, KeyboardInterrupt):
+        close_interrupted(target, "interrupted before the study started, with nothing to "
+                          "resume: run the same command again, without --resume",
+                          finished_before=False)
+        return
     end_study_run(target, {"error": f"the study did not start: {error!r}"}, failed=True)
 
 

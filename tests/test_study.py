@@ -445,6 +445,25 @@ def test_a_study_whose_ray_does_not_start_closes_its_parent_run(tmp_path: Path,
     assert not list((tmp_path / "ray").rglob("study.json"))
 
 
+def test_ctrl_c_while_a_study_starts_leaves_its_parent_run_stopped(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """Ctrl-C while Ray starts: the parent run opened meanwhile is stopped, not failed, and
+    says that there is nothing to resume (before: FAILED, without a word)."""
+    import study.cluster
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(study.cluster, "_start_local_ray", stop)
+    assert main(["search", str(write_study_config(tmp_path, "stopped", {"simclr": {}}))]) \
+        == 130
+    _, parents, children = _children(tmp_path, "stopped")
+    assert [p.info.status for p in parents] == ["KILLED"] and children == []
+    assert "without --resume" in parents[0].data.tags["sslstudy.interrupted"]
+    assert not list((tmp_path / "ray").rglob("study.json"))
+
+
 def test_a_study_whose_reference_scoring_fails_closes_its_parent_run(tmp_path: Path,
                                                                     monkeypatch) -> None:
     """The parent run opens before the untrained encoders are scored: when scoring fails,
