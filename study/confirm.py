@@ -48,6 +48,8 @@ class Candidate:
     values: Mapping[str, Any]
     score: float | None
     why: str
+    #: The epochs its search run reached (fewer than the full budget: ASHA stopped it).
+    budget: int | None = None
 
 
 def _values(method: str, params: Mapping[str, str]) -> dict[str, Any]:
@@ -91,6 +93,8 @@ def candidates(config: StudyConfig, target: TrackingTarget, plan: ConfirmConfig,
             chosen.append(Candidate(
                 method, run.data.tags[schema.TAG_TRIAL_ID], _values(method, run.data.params),
                 run.data.metrics.get(config.objective), why,
+                int(run.data.tags[schema.TAG_BUDGET]) if schema.TAG_BUDGET in run.data.tags
+                else None,
             ))
     return chosen
 
@@ -143,13 +147,17 @@ def _summary(config: StudyConfig, chosen: list[Candidate], results: list) -> lis
         values = by_trial.get(c.trial_id, [])
         mean = statistics.fmean(values) if values else None
         std = statistics.stdev(values) if len(values) > 1 else None
-        logger.info("%s %s (%s): %s = %s in the search, %s%s over %d fresh seeds", c.method,
-                    c.trial_id, c.why, config.objective,
-                    "n/a" if c.score is None else f"{c.score:.4f}",
+        # A random pick may have been stopped by ASHA: its search score is an earlier one.
+        early = (f" (after {c.budget} of {config.train.epochs} epochs)"
+                 if c.budget is not None and c.budget < config.train.epochs else "")
+        logger.info("%s %s (%s): %s = %s in the search%s, %s%s over %d fresh seeds at %d "
+                    "epochs", c.method, c.trial_id, c.why, config.objective,
+                    "n/a" if c.score is None else f"{c.score:.4f}", early,
                     "n/a" if mean is None else f"{mean:.4f}",
-                    "" if std is None else f" +- {std:.4f}", len(values))
+                    "" if std is None else f" +- {std:.4f}", len(values), config.train.epochs)
         rows.append({"method": c.method, "trial_id": c.trial_id, "chosen": c.why,
-                     "search_value": c.score, "mean": mean, "std": std, "runs": len(values)})
+                     "search_value": c.score, "search_budget": c.budget, "mean": mean,
+                     "std": std, "runs": len(values)})
     return rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -318,8 +319,9 @@ def test_existing_study_directory_is_refused(finished_study: Path, capsys) -> No
 
 
 def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
-    finished_study: Path, capsys
+    finished_study: Path, capsys, caplog
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sslstudy")
     study_dir = finished_study / "ray" / "tiny"
     # Nothing to continue: refused, not started with the default flags.
     assert main(["confirm", str(study_dir), "--resume"]) == 2
@@ -338,6 +340,15 @@ def test_confirm_reruns_best_and_random_configurations_with_fresh_seeds(
         best = max(completed, key=lambda t: search[t].data.metrics["val_knn_acc"])
         chosen = [t for t in by_original if t in mine]
         assert best in chosen and len(chosen) == min(2, len(mine)), "the best, one random"
+    # Each line says at which budget each score was taken: a random pick that ASHA
+    # stopped scored fewer epochs in the search than its fresh seeds.
+    lines = {m.split(" ")[1]: m for m in (r.getMessage() for r in caplog.records)
+             if " in the search" in m}
+    assert set(lines) == set(by_original)
+    for trial_id, line in lines.items():
+        assert line.endswith("over 2 fresh seeds at 3 epochs"), line
+        budget = int(search[trial_id].data.tags["budget"])
+        assert (f"(after {budget} of 3 epochs)" in line) == (budget < 3), line
     for original, runs in by_original.items():
         assert len(runs) == 2
         seeds = {r.data.params["seed"] for r in runs}
