@@ -559,6 +559,8 @@ def parse_config(
     """Validate already-loaded YAML data; ``overrides`` are dotted paths from CLI flags.
     ``single_run``: the config is for one run, whose checks leave out the search section
     (a 1-epoch config must not fail on ASHA's grace period)."""
+    if raw is None:
+        raise ConfigError("config: the file is empty; it needs at least methods")
     if not isinstance(raw, dict):
         raise ConfigError(f"config: the top level must be a mapping, got {type(raw).__name__}")
     data = copy.deepcopy(raw)  # overrides must not reach into the caller's mappings

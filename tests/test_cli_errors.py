@@ -386,7 +386,7 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(
 @pytest.mark.parametrize("text,message", [
     ("methods: [simclr\n", "invalid YAML at line"),
     ("- simclr\n", "config: the top level must be a mapping, got list"),
-    ("", "config: the top level must be a mapping, got NoneType"),
+    ("", "config: the file is empty; it needs at least methods"),
     ("just words\n", "config: the top level must be a mapping, got str"),
     ("!!python/object/apply:os.system ['touch pwned']\n",
      "a YAML tag that is not plain data at line 1"),
