@@ -130,8 +130,10 @@ def _finish_search(
         found = best.get(outcome.method, {})
         if "best" in found:
             params = ", ".join(f"{k}={v}" for k, v in found["params"].items())
-            logger.info("best %s at the full budget (%s=%.4f, run %s): %s", outcome.method,
-                        config.objective, found["best"], found["best_run_id"], params)
+            # The run's name carries the trial id of the progress lines and the report.
+            logger.info("best %s at the full budget (%s=%.4f, run %s, id %s): %s",
+                        outcome.method, config.objective, found["best"],
+                        found["best_run_name"], found["best_run_id"], params)
     logger.info("Ray results and the Optuna study (optuna.db): %s", root)
     for line in open_instructions(tracking_uri, target.experiment_id):
         logger.info(line)

@@ -74,6 +74,8 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
+    summary = json.loads(Path(client.download_artifacts(
+        parent.info.run_id, "summary.json", str(finished_study))).read_text())
     assert params["train.epochs"] == "3" and params["search.num_samples"] == "3"
     # What the analysis reads to tell how the trials were chosen.
     assert params[schema.STUDY_PARAM_SAMPLER] == "tpe"
@@ -89,6 +91,8 @@ def test_one_parent_run_and_one_child_per_trial(finished_study: Path) -> None:
         best = max(completed, key=lambda c: c.data.metrics["val_knn_acc"])
         assert metrics[f"{method}.best_val_knn_acc"] == best.data.metrics["val_knn_acc"]
         assert tags[f"{method}.best_run_id"] == best.info.run_id
+        # The name the report and the progress lines use (its trial id), in the summary.
+        assert summary["best_at_full_budget"][method]["best_run_name"] == best.info.run_name
         assert 0 < metrics[f"{method}.random_init_val_knn_acc"] < 1
         assert 1 / 8 <= metrics[f"{method}.chance_acc"] < 0.5  # 8 classes, 128 test images
 

@@ -372,6 +372,7 @@ def log_study_summary(target: TrackingTarget, objective: tuple[str, str],
         if method in best:
             value = best[method].data.metrics[metric]
             summary[method] |= {"best": value, "best_run_id": best[method].info.run_id,
+                                "best_run_name": best[method].info.run_name,
                                 "params": dict(best[method].data.params)}
             metrics.append(Metric(schema.method_key(method, schema.SUMMARY_BEST_PREFIX + metric),
                                   value, now, 0))
