@@ -79,10 +79,16 @@ def server_command(
 JOB_EXECUTION = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
+#: Python's warning filter for the server's processes: each of its workers warned that
+#: MLflow's server imports Starlette's deprecated WSGI middleware, four blocks at every
+#: start, meant for MLflow's developers (matched by the message's start).
+SERVER_WARNINGS = ("PYTHONWARNINGS", "ignore:starlette.middleware.wsgi is deprecated")
+
+
 def start_server(command: list[str], **popen_options: object) -> subprocess.Popen:
     """Start the server in a new session (its own process group), without MLflow's job
-    execution unless the environment asks for it."""
-    env = {JOB_EXECUTION: "false", **os.environ}
+    execution nor that warning unless the environment asks for them."""
+    env = {JOB_EXECUTION: "false", SERVER_WARNINGS[0]: SERVER_WARNINGS[1], **os.environ}
     return subprocess.Popen(command, start_new_session=True, env=env, **popen_options)  # type: ignore[call-overload]
 
 
