@@ -57,14 +57,16 @@ def run_analysis(
     tracking_uri = resolve_tracking_uri(tracking_uri)
     client, found = open_experiment(tracking_uri, experiment)
     recorded_metric, recorded_mode = recorded_objective(client, found)
-    field = "--metric" if metric else "the experiment's metric"
+    given = metric is not None
     metric = metric or recorded_metric or default_metric(client, found, DEFAULT_METRICS)
     mode = mode or recorded_mode or "max"
     data = load_experiment(client, found, metric, mode)
     every_run_failed = not data.runs.empty and bool(
         (data.runs["status"] == schema.FAILED).all())
-    # A study whose every trial failed logged no score: its report is the failures.
-    if metric not in data.metrics and not every_run_failed:
+    # A study whose every trial failed logged no score: its report is the failures (a
+    # --metric the user names must still be one that was logged).
+    if metric not in data.metrics and (given or not every_run_failed):
+        field = "--metric" if given else "the experiment's metric"
         raise AnalysisInputError(
             f"{field}: no run logged {metric!r}; logged: {', '.join(data.metrics) or 'none'}"
         )
@@ -80,7 +82,7 @@ def run_analysis(
         analyse_method(searched, method, metric, mode, budget, plots_dir)
         for method in sorted(searched.runs["method"].unique())
     ]
-    if schema.is_test_score(metric) and analyses:
+    if schema.is_test_score(metric) and metric in data.metrics and analyses:
         # Hyperparameters are never selected on the test split; analysing a test score is
         # fine for sensitivity, but the best and recommended configurations, and the one
         # the protocols are reported for, are chosen on it. (A sweep's table marks its

@@ -91,7 +91,7 @@ def _coerce(values: pd.Series) -> pd.Series:
 
 def open_experiment(tracking_uri: str, experiment: str) -> tuple[MlflowClient, MlflowExperiment]:
     """A client of the store and the experiment named ``experiment`` in it."""
-    client = open_store(tracking_uri)
+    client = open_store(tracking_uri, check_server=True)
     return client, find_experiment(client, experiment)
 
 

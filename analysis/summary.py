@@ -70,8 +70,9 @@ class Recommendation:
         if self.full_budget is None:
             return ""
         if self.full_score is None:
-            return (f"The scheduler stopped it before the full budget of "
-                    f"{self.full_budget:g} epochs, its score there is unknown.")
+            return (f"Its runs stopped before the full budget of {self.full_budget:g} "
+                    "epochs (in a study, the scheduler stopped them): its score there is "
+                    "unknown.")
         seeds = f" (mean of {self.full_runs} seeds)" if self.full_runs > 1 else ""
         return f"At the full budget of {self.full_budget:g} epochs: {self.full_score:.4g}{seeds}."
 

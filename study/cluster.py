@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from study.config import ConfigError, ResourcesConfig
-from study.logs import quiet_ray_worker
 
 logger = logging.getLogger("sslstudy")
 
@@ -101,10 +101,6 @@ def check_fits(resources: ResourcesConfig, nodes: list[NodeResources], *, fixed:
                    "Ctrl-C and lower the resources)", problem)
 
 
-#: The study's Ray job: every process it starts quiets Ray's per-checkpoint lines.
-WORKER_SETUP = {"worker_process_setup_hook": quiet_ray_worker}
-
-
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Connect to ``address`` or start a local Ray; reuse one already started (tests).
@@ -121,7 +117,7 @@ def ray_session(address: str | None) -> Iterator[None]:
     else:
         try:
             ray.init(address=address, logging_level=logging.WARNING,
-                     runtime_env=WORKER_SETUP)
+                     runtime_env=_worker_setup(address))
         except ConnectionError as exc:
             message = f"--address: cannot connect to Ray at {address} ({exc})"
             raise ConfigError(message) from None
@@ -129,6 +125,19 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _worker_setup(address: str | None) -> dict[str, Any] | None:
+    """The study's Ray job: every process it starts quiets Ray's per-checkpoint lines.
+    A new dict each time (Ray fills in the one it is given, and a second session given
+    the filled one refuses it). Not through Ray Client, which sends the job's settings
+    as JSON (a function is not) and never runs the hook: there the trial quiets what it
+    can itself."""
+    from trainables.logs import quiet_ray_logs
+
+    if address is not None and address.startswith("ray://"):
+        return None
+    return {"worker_process_setup_hook": quiet_ray_logs}
 
 
 def _start_local_ray() -> None:
@@ -164,7 +173,7 @@ def _start_local_ray() -> None:
                 "RAY_prestart_worker_first_driver": "0"}
     with _environment(settings):
         context = ray.init(address="local", dashboard_host="127.0.0.1", dashboard_port=port,
-                           logging_level=logging.WARNING, runtime_env=WORKER_SETUP)
+                           logging_level=logging.WARNING, runtime_env=_worker_setup(None))
     # Ray does not fail when its dashboard cannot start (the port taken meanwhile, a
     # minimal install); the state API, and with it the cleaner, then have nothing to ask.
     if (context.dashboard_url or "").endswith(f":{port}"):

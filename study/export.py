@@ -65,7 +65,7 @@ def run_export(tracking_uri: str, experiment: str, method: str | None, fmt: str,
             raise ConfigError(f"--out: {str(out)!r} exists and is not an empty directory")
         paths.check_creatable_dir("--out", out)
     tracking_uri = resolve_tracking_uri(tracking_uri)
-    client = open_store(tracking_uri)
+    client = open_store(tracking_uri, check_server=True)
     found = find_experiment(client, experiment)
     parents, trials = split_parents(list(all_runs(client, found.experiment_id)))
     metric, mode = _objective(client, found, trials)

@@ -18,7 +18,7 @@ from ray import tune
 from study.cluster import trial_resources
 from study.config import StudyConfig
 from study.settings import study_root, trial_settings, with_absolute_storage
-from study.tuner import CloseTrialRuns, failure_config, fit_tuner
+from study.tuner import CloseTrialRuns, failure_config, fit_tuner, log_failure
 from tracking import schema
 from tracking.runs import TrackingTarget, close_orphaned_runs
 from trainables.trainable import DatasetHandle, fixed_trial
@@ -47,6 +47,12 @@ class FixedProgress(tune.Callback):
                     int(result.get(schema.EPOCH, 0)), self.max_epochs,
                     result.get(schema.LOSS, math.nan), self.metric,
                     result.get(self.metric, math.nan))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        log_failure(trial.config["run"]["label"], trial, False)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        log_failure(trial.config["run"]["label"], trial, True)
 
 
 def run_fixed(

@@ -36,9 +36,6 @@ DROPPED_NOTICES = (
     # line says how to continue the study (--resume).
     DroppedNotice("ray.tune.tune",
                   "Experiment has been interrupted, but the most recent state was saved."),
-    # Tune's results of a fit (and the study's count of its finished trials) read every
-    # trial's result files; a trial stopped by Ctrl-C before its first report has none.
-    DroppedNotice("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for"),
 )
 
 
@@ -55,19 +52,6 @@ def configure_logging(level: int) -> None:
     # MLflow gives its loggers a level and a format of their own when it is imported
     # (after this runs), INFO unless told: a new SQLite store then announces its tables.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-
-#: Ray's loggers whose INFO lines a trial's process writes for every checkpoint saved
-#: and every restore from one (each trial a resumed study continues).
-RAY_TRIAL_LOGGERS = ("ray.train", "ray.tune.trainable")
-
-
-def quiet_ray_worker() -> None:
-    """Run by every process of the study's Ray job as it starts (Ray's
-    ``worker_process_setup_hook``): a trial's process restores its checkpoint before the
-    trial's own code runs, so only a hook can quiet that line."""
-    for name in RAY_TRIAL_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def quiet_optuna() -> None:

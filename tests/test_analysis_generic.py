@@ -286,8 +286,8 @@ def test_scores_and_noise_come_from_independent_runs_only(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(("a_at_2", "full"), [
     (0.75, "At the full budget of 4 epochs: 0.8."),
-    (0.65, "The scheduler stopped it before the full budget of 4 epochs, its score there "
-           "is unknown."),
+    (0.65, "Its runs stopped before the full budget of 4 epochs (in a study, the scheduler "
+           "stopped them): its score there is unknown."),
 ])
 def test_a_recommendation_below_the_full_budget_says_what_it_scored_there(
         a_at_2: float, full: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -82,3 +83,40 @@ def test_every_dropped_notice_names_a_logger_and_message_of_the_installed_ray(
     nothing and the notice is back on the user's screen."""
     source = inspect.getsource(importlib.import_module(notice.logger))
     assert notice.start[:30] in source
+
+
+@pytest.mark.parametrize("retried", [False, True])
+def test_a_failed_confirmation_or_sweep_run_is_one_line(tmp_path: Path, caplog,
+                                                        retried: bool) -> None:
+    """Tune's traceback of a failed trial is off in every fit: a fixed run (confirm,
+    sweep) says it failed in one line too (before: nothing), read from the trial's own
+    error file."""
+    from study.grid import FixedProgress
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Failure # 1\nTraceback ...\nValueError: boom\n")
+    trial = SimpleNamespace(
+        config={"run": {"label": "simclr confirm 1a2b (best) seed 1/2"}},
+        error_file=str(error_file), path="/study/confirm/trial",
+        run_metadata=SimpleNamespace(error_filename="error.txt", num_failures=1))
+    progress = FixedProgress("val_knn_acc", 3)
+    caplog.set_level(logging.WARNING)
+    (progress.on_trial_recover if retried else progress.on_trial_error)(
+        iteration=1, trials=[trial], trial=trial)
+    (line,) = [r.getMessage() for r in caplog.records]
+    retry = "; retrying from its last checkpoint (failure 1)" if retried else ""
+    assert line == (f"simclr confirm 1a2b (best) seed 1/2 failed: ValueError: boom{retry} "
+                    "(traceback: /study/confirm/trial/error.txt)")
+
+
+def test_every_ray_session_gets_its_own_worker_setup_and_ray_client_none() -> None:
+    """Ray fills in the runtime environment it is given: a second session of the process
+    given the filled one was refused ("Conflicting worker_process_setup_hook"). Ray Client
+    sends it as JSON, which a function is not (a TypeError at connection)."""
+    from study.cluster import _worker_setup
+    from trainables.logs import quiet_ray_logs
+
+    first, second = _worker_setup(None), _worker_setup("10.0.0.1:6379")
+    assert first == second == {"worker_process_setup_hook": quiet_ray_logs}
+    assert first is not second
+    assert _worker_setup("ray://10.0.0.1:10001") is None

@@ -6,9 +6,11 @@ starting, the command checks its stores (here with no server started)."""
 
 from __future__ import annotations
 
+import http.server
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from conftest import alive, descendants
 
 from study.cli import main
 from tracking import server
+from tracking.errors import TrackingError
 
 #: A stand-in for ``mlflow server``: a process that starts two children which ignore
 #: SIGTERM and SIGINT, as a server's workers may while they finish requests.
@@ -134,3 +137,28 @@ def test_the_server_starts_without_its_libraries_deprecation_warning(monkeypatch
     process = server.start_server(importing, stderr=subprocess.PIPE, text=True)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0 and "deprecated" not in err, err
+
+
+def test_a_server_that_answers_at_all_is_there_and_credentials_stay_out_of_the_message(
+) -> None:
+    """An authenticating proxy's 401 is a server that answers (MLflow's own calls carry
+    the credentials); a URI's credentials are neither sent to the probe nor shown."""
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(401)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            server.check_tracking_server(
+                f"http://user:secret@127.0.0.1:{proxy.server_address[1]}", field="--x")
+        finally:
+            proxy.shutdown()
+    with pytest.raises(TrackingError) as refused:
+        server.check_tracking_server("http://user:secret@127.0.0.1:9", field="--x")
+    assert "secret" not in str(refused.value)
+    assert str(refused.value).startswith(
+        "--x: no MLflow tracking server answers at http://127.0.0.1:9 (")

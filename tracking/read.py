@@ -48,13 +48,15 @@ class HistoryPoint(NamedTuple):
     timestamp: int
 
 
-def open_store(tracking_uri: str, field: str = "--tracking-uri") -> MlflowClient:
+def open_store(tracking_uri: str, field: str = "--tracking-uri",
+               check_server: bool = False) -> MlflowClient:
     """A client of an existing store: a missing or empty SQLite file is an error, not a new
     store (MLflow would create its tables), and so is a file that is not an SQLite
     database.
-    ``field`` is where the URI came from, for the message. A tracking server must
-    answer: MLflow would retry for minutes before failing with a traceback."""
-    if tracking_uri.startswith(("http://", "https://")):
+    ``field`` is where the URI came from, for the message. ``check_server``: a command
+    opening the store a user named checks first that a tracking server answers there
+    (MLflow would retry for minutes before failing with a traceback)."""
+    if check_server and tracking_uri.startswith(("http://", "https://")):
         check_tracking_server(tracking_uri, field=field)
     missing = sqlite_without_store(tracking_uri)
     if missing is not None:

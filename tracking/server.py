@@ -16,10 +16,12 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,19 +163,30 @@ def run_server(command: list[str]) -> int:
 def check_tracking_server(uri: str, timeout_s: float = 5.0,
                           field: str = "tracking.tracking_uri") -> None:
     """Fail fast, before any trial starts or any read waits out MLflow's retries (about
-    four minutes), when no MLflow server answers at ``uri``; ``field`` is where the URI
-    came from, for the message."""
-    health = uri.rstrip("/") + "/health"
+    four minutes), when nothing answers at ``uri``; ``field`` is where the URI came from,
+    for the message.
+
+    Only an unreachable host or port is refused. Any HTTP answer (an authenticating
+    proxy's 401 too) or a TLS handshake this probe cannot verify (a private CA that
+    MLflow is configured to trust) means a server is there: MLflow's own calls, with its
+    credentials and TLS settings, then say what is wrong. Credentials in the URI are
+    left out of the probe and of the message."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    bare = parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")).geturl()
     try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as response:
-            if response.status == 200:
-                return
-            problem = f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        problem = f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        problem = str(getattr(exc, "reason", exc))
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return
+        problem = str(exc.reason)
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
     raise TrackingError(
-        f"{field}: no MLflow tracking server answers at {uri} ({problem}); "
+        f"{field}: no MLflow tracking server answers at {bare} ({problem}); "
         "start one with `sslstudy tracking-server`"
     )

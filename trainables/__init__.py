@@ -19,5 +19,7 @@ Above it, recording a trial in MLflow (may import ``tracking`` too):
 - ``recording``: a trial's settings, its run's tags, training with the run closed as
   completed or failed; shared by
 - ``trainable``: the Ray Tune trainable (the only module that imports Ray), and
-- ``local_run``: ``sslstudy train``'s single run, without Ray.
+- ``local_run``: ``sslstudy train``'s single run, without Ray;
+- ``logs``: what a trial's process logs (standard library only: also Ray's setup hook of
+  every process of a study's job).
 """

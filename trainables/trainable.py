@@ -17,7 +17,6 @@ its first checkpoint) instead of starting another.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
@@ -35,6 +34,7 @@ from tracking.runs import TrialRun, find_trial_run
 from trainables.data import ImageDataset
 from trainables.distributed import Collective
 from trainables.hyperparameters import Hyperparameters, resolve_trial
+from trainables.logs import quiet_ray_logs
 from trainables.loop import EpochResult
 from trainables.pretrain import pretrain
 from trainables.recording import (
@@ -97,12 +97,6 @@ class _Stored:
     """Where a dataset field's tensor is among the arrays of a ``DatasetHandle``."""
 
     position: int
-
-
-def _quiet_ray_train() -> None:
-    # Ray logs every persisted checkpoint at INFO level in the worker; one line per epoch
-    # per trial would drown the progress lines on the driver.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
 def _load_checkpoint(checkpoint: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -170,7 +164,7 @@ def run_trial(
     function: in this process, or data-parallel on several workers."""
     from ray import tune
 
-    _quiet_ray_train()
+    quiet_ray_logs()
     if settings.workers > 1:
         _fit_data_parallel(settings, data, hyperparameters, extra_tags)
         return
@@ -302,7 +296,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     from ray import train
     from ray.train.torch import get_device
 
-    _quiet_ray_train()
+    quiet_ray_logs()
     settings: TrialSettings = config["settings"]
     torch.set_num_threads(settings.threads)
     dataset = config["data"].get()
