@@ -88,8 +88,9 @@ def response_plot(
     budget the run reached, which colours it). ``curve``: the surrogate's partial
     dependence per bin (``value``, ``mean``, ``low``, ``high``, ``n``), drawn as a line
     with its bootstrap band where at least three trials support a bin, and n written
-    above the plot over each bin. The grey band hangs one seed-noise standard deviation below the
-    curve's best bin: bins inside it cannot be told from the best by a reseeded run.
+    above the plot over each bin. The grey band hangs one seed-noise standard deviation
+    below the curve's best bin: bins inside it cannot be told from the best by a
+    reseeded run.
     Failed trials are red crosses along the bottom and, in the strip below, the share of
     trials that failed per bin (``failures``).
     """
@@ -114,7 +115,8 @@ def response_plot(
         banded = curve["low"].notna().to_numpy()
         ax.fill_between(x, curve["low"], curve["high"], where=banded, color=_CURVE_COLOUR,
                         alpha=0.15, label="95% bootstrap band", interpolate=False)
-        # A band between two neighbours without one is a line of no width: drawn as a bar.
+        # A bar at every banded knot: the fill of a knot whose neighbours have no band is a
+        # line of no width.
         ax.vlines(x[banded], curve["low"][banded], curve["high"][banded],
                   color=_CURVE_COLOUR, alpha=0.4, lw=2)
         # Above the plotting area, where neither a trial nor the legend can hide them.

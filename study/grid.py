@@ -18,7 +18,7 @@ from ray import tune
 from study.cluster import trial_resources
 from study.config import StudyConfig
 from study.settings import study_root, trial_settings, with_absolute_storage
-from study.tuner import CloseTrialRuns, failure_config, fit_tuner, log_failure
+from study.tuner import CloseTrialRuns, FailureLines, failure_config, fit_tuner
 from tracking import schema
 from tracking.runs import TrackingTarget, close_orphaned_runs
 from trainables.trainable import DatasetHandle, fixed_trial
@@ -36,7 +36,7 @@ class FixedRun:
     label: str = ""
 
 
-class FixedProgress(tune.Callback):
+class FixedProgress(FailureLines):
     """One log line per evaluation of a fixed run: its label, budget and scores."""
 
     def __init__(self, metric: str, max_epochs: int) -> None:
@@ -48,11 +48,8 @@ class FixedProgress(tune.Callback):
                     result.get(schema.LOSS, math.nan), self.metric,
                     result.get(self.metric, math.nan))
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        log_failure(trial.config["run"]["label"], trial, False)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        log_failure(trial.config["run"]["label"], trial, True)
+    def label(self, trial: Any) -> str:
+        return trial.config["run"]["label"]
 
 
 def run_fixed(

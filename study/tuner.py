@@ -68,7 +68,27 @@ def _format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-class TrialProgress(tune.Callback):
+class FailureLines(tune.Callback):
+    """One line for a failed trial, in place of Tune's traceback (off in every fit, see
+    ``TUNE_SETTINGS``): its error's message, whether it is retried, and the file that
+    keeps its traceback. A subclass names the trial as its progress lines do."""
+
+    def label(self, trial: Any) -> str:
+        raise NotImplementedError
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        self._log(trial, "")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        self._log(trial, "; retrying from its last checkpoint "
+                         f"(failure {trial.run_metadata.num_failures})")
+
+    def _log(self, trial: Any, retry: str) -> None:
+        logger.warning("%s failed: %s%s (traceback: %s)", self.label(trial),
+                       _error_text(trial), retry, _error_file(trial))
+
+
+class TrialProgress(FailureLines):
     """One log line per reported result: method, trial, budget, key hyperparameters and
     the latest metric, so a user sees a study converge (or not) while it runs."""
 
@@ -97,21 +117,8 @@ class TrialProgress(tune.Callback):
             result.get(self.metric, math.nan),
         )
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        log_failure(f"{self._describe(trial.config)[0]} {trial.trial_id}", trial, False)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info) -> None:
-        log_failure(f"{self._describe(trial.config)[0]} {trial.trial_id}", trial, True)
-
-
-def log_failure(label: str, trial: Any, retried: bool) -> None:
-    """One line for a failed trial, in place of Tune's traceback (off in every fit, see
-    ``TUNE_SETTINGS``): its error's message, whether it is retried, and the file that
-    keeps its traceback."""
-    retry = (f"; retrying from its last checkpoint (failure {trial.run_metadata.num_failures})"
-             if retried else "")
-    logger.warning("%s failed: %s%s (traceback: %s)", label, _error_text(trial), retry,
-                   _error_file(trial))
+    def label(self, trial: Any) -> str:
+        return f"{self._describe(trial.config)[0]} {trial.trial_id}"
 
 
 def _error_text(trial: Any) -> str:
@@ -455,7 +462,7 @@ def legacy_tuners(config: StudyConfig, spaces: Mapping[str, SearchSpace]) -> lis
 #: newer one prints a table of the searcher's and scheduler's class names, and a
 #: TensorBoard command for a temporary folder of the Ray session, even then): the
 #: study's own log lines say what runs and where its results are; and no traceback of
-#: every failed trial: :class:`TrialProgress` gives its message and where the traceback
+#: every failed trial: :class:`FailureLines` gives its message and where the traceback
 #: is kept.
 TUNE_SETTINGS = (("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
                  ("TUNE_GLOBAL_CHECKPOINT_S", "1"),
